@@ -1,0 +1,1 @@
+"""kdlab: reproducible knowledge-distillation experiments."""

@@ -1,0 +1,344 @@
+"""Typed, validated view of params.yaml: one frozen dataclass per section.
+
+`load_params()` is the only way the code reads params.yaml. It rejects unknown keys, wrong types
+and out-of-range values with one line that names the field and what is allowed, before any work
+starts. Sections the current pipeline does not read yet (`extract`, `analyze`, `grid`, `slurm`)
+are accepted as free-form mappings so that later stages can claim them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kdlab.errors import ConfigError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+RESERVED_SECTIONS = ("extract", "analyze", "grid", "slurm")
+
+
+# ----------------------------------------------------------------------------------------------
+# Generic builder: mapping -> frozen dataclass, with field-named errors.
+# ----------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Return `value` checked (and minimally converted) against the annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        # bool is an int in Python: `true` must not match a Literal[1].
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, path)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, raw: Any, path: str) -> Any:
+    """Build the frozen dataclass `cls` from the mapping `raw`; `path` names it in errors."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{path}.{unknown[0]} is not a known key; valid keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, field in fields.items():
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], hints[name], f"{path}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}.{name} is required ({_type_name(hints[name])})")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def check_range(path: str, value: float, low: float, high: float, *, low_open=False, high_open=False):
+    """Raise ConfigError unless low <= value <= high (with optional open ends)."""
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lb = "(" if low_open else "["
+        rb = ")" if high_open else "]"
+        hi = "inf" if high == float("inf") else f"{high:g}"
+        raise ConfigError(f"{path} must be in {lb}{low:g}, {hi}{rb}, got {value!r}")
+
+
+def check_choice(path: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{path} must be one of {', '.join(choices)}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """`data:` which dataset, and how its training batches are augmented."""
+
+    name: str = "digits"
+    """Dataset to prepare and train on (see kdlab.data.DATASETS)."""
+    crop_padding: int | Literal["auto"] = "auto"
+    """Zero padding for random crops in pixels; 0 disables cropping; auto = the dataset's own."""
+    horizontal_flip: bool | Literal["auto"] = "auto"
+    """Random horizontal flips; auto = the dataset's own choice (never for digits)."""
+
+    def validate(self, path: str) -> None:
+        from kdlab.data.datasets import DATASETS
+
+        check_choice(f"{path}.name", self.name, DATASETS)
+        if self.crop_padding != "auto":
+            check_range(f"{path}.crop_padding", self.crop_padding, 0, 64)
+
+    @property
+    def resolved_crop_padding(self) -> int:
+        from kdlab.data.datasets import DATASETS
+
+        if self.crop_padding == "auto":
+            return DATASETS[self.name].crop_padding
+        return self.crop_padding
+
+    @property
+    def resolved_horizontal_flip(self) -> bool:
+        from kdlab.data.datasets import DATASETS
+
+        if self.horizontal_flip == "auto":
+            return DATASETS[self.name].horizontal_flip
+        return self.horizontal_flip
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`teacher:` / `student:` the network and how it is optimised."""
+
+    arch: str = "resnet20"
+    """Model name from the registry (kdlab.models.MODELS)."""
+    epochs: int = 30
+    """Number of passes over the training split."""
+    batch_size: int = 128
+    """Training batch size; the last incomplete batch of an epoch is dropped."""
+    eval_batch_size: int = 1024
+    """Batch size for evaluation (no gradients, so it can be larger)."""
+    lr: float = 0.1
+    """Peak SGD learning rate."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Use Nesterov momentum."""
+    weight_decay: float = 5e-4
+    """L2 weight decay."""
+    schedule: Literal["cosine", "multistep"] = "cosine"
+    """Learning-rate schedule, stepped once per epoch."""
+    milestones: tuple[int, ...] = ()
+    """Epochs at which a multistep schedule multiplies the rate by gamma."""
+    gamma: float = 0.1
+    """Multistep decay factor."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy; only ever applied to a pure model (see KDConfig)."""
+    save_epochs: tuple[int, ...] = ()
+    """Epochs after which a milestone checkpoint is kept (models/<role>/milestones/)."""
+
+    def validate(self, path: str) -> None:
+        from kdlab.models import MODELS
+
+        check_choice(f"{path}.arch", self.arch, MODELS)
+        check_range(f"{path}.epochs", self.epochs, 1, 100_000)
+        check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
+        check_range(f"{path}.eval_batch_size", self.eval_batch_size, 1, 1 << 20)
+        check_range(f"{path}.lr", self.lr, 0, 10, low_open=True)
+        check_range(f"{path}.momentum", self.momentum, 0, 1, high_open=True)
+        check_range(f"{path}.weight_decay", self.weight_decay, 0, 1)
+        check_range(f"{path}.gamma", self.gamma, 0, 1, low_open=True)
+        check_range(f"{path}.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        for key in ("milestones", "save_epochs"):
+            values = getattr(self, key)
+            for i, epoch in enumerate(values):
+                check_range(f"{path}.{key}[{i}]", epoch, 1, self.epochs)
+            if list(values) != sorted(set(values)):
+                raise ConfigError(f"{path}.{key} must be strictly increasing, got {list(values)}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ConfigError(f"{path}.milestones must be non-empty when {path}.schedule is multistep")
+
+
+@dataclasses.dataclass(frozen=True)
+class KDConfig:
+    """`kd:` how the student learns from the teacher: loss = (1 - alpha)·CE + alpha·w·L_method."""
+
+    method: str = "logit"
+    """KD method from the registry (kdlab.distill.METHODS); `none` trains a pure baseline."""
+    alpha: float = 0.5
+    """Weight of the KD term against cross-entropy, in [0, 1]; ignored by `none`."""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict, init=False)
+    """Per-method params (`kd.<method>:` sections), each a frozen dataclass of that method."""
+
+    def validate(self, path: str) -> None:
+        from kdlab.distill import METHODS
+
+        check_choice(f"{path}.method", self.method, METHODS)
+        check_range(f"{path}.alpha", self.alpha, 0, 1)
+
+    @property
+    def method_params(self) -> Any:
+        """The params dataclass of the selected method (None for methods without params)."""
+        return self.options.get(self.method)
+
+
+def build_kd_config(raw: Any, path: str = "kd") -> KDConfig:
+    """`kd` mixes fixed keys with one sub-section per registered method."""
+    from kdlab.distill import METHODS
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path} must be a mapping, got {raw!r}")
+    fixed = {k: v for k, v in raw.items() if k in ("method", "alpha")}
+    cfg = build_dataclass(KDConfig, fixed, path)
+    options = {}
+    for key, value in raw.items():
+        if key in fixed:
+            continue
+        spec = METHODS.get(key)
+        if spec is None:
+            valid = ["method", "alpha", *sorted(n for n, s in METHODS.items() if s.params_cls)]
+            raise ConfigError(f"{path}.{key} is not a known key; valid keys: {', '.join(valid)}")
+        if spec.params_cls is None:
+            raise ConfigError(f"{path}.{key}: method {key!r} takes no params")
+        options[key] = build_dataclass(spec.params_cls, value, f"{path}.{key}")
+    for name, spec in METHODS.items():
+        if spec.params_cls is not None and name not in options:
+            options[name] = spec.params_cls()
+    object.__setattr__(cfg, "options", types.MappingProxyType(options))
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """All of params.yaml."""
+
+    seed: int
+    """One seed for weight init, data order and augmentation."""
+    device: Literal["auto", "cpu", "cuda"]
+    """Where to train: auto picks CUDA when available."""
+    data: DataConfig
+    teacher: TrainConfig
+    student: TrainConfig
+    kd: KDConfig
+    extra: Mapping[str, Any]
+    """Sections reserved for later stages (extract, analyze, grid, slurm), unvalidated here."""
+
+    @property
+    def student_label_smoothing(self) -> float:
+        """Label smoothing is for pure models only: never stacked on top of a KD term."""
+        return self.student.label_smoothing if self.kd.method == "none" else 0.0
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as plain data (for checkpoint metadata and fingerprints)."""
+        value = getattr(self, name)
+        if isinstance(value, KDConfig):
+            options = {k: dataclasses.asdict(v) for k, v in value.options.items()}
+            return {"method": value.method, "alpha": value.alpha, **options}
+        if dataclasses.is_dataclass(value):
+            return _plain(dataclasses.asdict(value))
+        return value
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists so metadata survives torch.load(weights_only=True) and JSON alike."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def params_from_dict(raw: Any) -> Params:
+    """Validate a parsed params.yaml mapping."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
+    known = ("seed", "device", "data", "teacher", "student", "kd", *RESERVED_SECTIONS)
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a known section; valid: {', '.join(known)}")
+    if "seed" not in raw:
+        raise ConfigError("seed is required (an integer >= 0)")
+    seed = _coerce(raw["seed"], int, "seed")
+    check_range("seed", seed, 0, 2**32 - 1)
+    device = _coerce(raw.get("device", "auto"), Literal["auto", "cpu", "cuda"], "device")
+    return Params(
+        seed=seed,
+        device=device,
+        data=build_dataclass(DataConfig, raw.get("data"), "data"),
+        teacher=build_dataclass(TrainConfig, raw.get("teacher"), "teacher"),
+        student=build_dataclass(TrainConfig, raw.get("student"), "student"),
+        kd=build_kd_config(raw.get("kd")),
+        extra=types.MappingProxyType({k: raw[k] for k in RESERVED_SECTIONS if k in raw}),
+    )
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate params.yaml; raise ConfigError with one readable line on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    return params_from_dict(raw)

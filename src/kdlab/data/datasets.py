@@ -1,0 +1,159 @@
+"""Dataset registry and the on-disk format every dataset is written in.
+
+A prepared dataset is a directory `data/<name>/` holding
+
+    train_images.npy  uint8 (N, H, W, C)      test_images.npy  uint8 (M, H, W, C)
+    train_labels.npy  int64 (N,)              test_labels.npy  int64 (M,)
+    meta.json         classes, shapes, per-channel mean/std of the train split, sha256 per array
+
+The train/test split is fixed by the dataset (or by SPLIT_SEED for datasets that ship without
+one), never by the experiment seed, so every experiment is evaluated on the same test set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_SEED = 20_261_121
+"""Seed of the train/test split for datasets without an official one (fixed, not `seed`)."""
+
+ARRAY_FILES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrays:
+    """A dataset in memory, in the on-disk format."""
+
+    train_images: np.ndarray  # (N, H, W, C) uint8
+    train_labels: np.ndarray  # (N,) int64
+    test_images: np.ndarray  # (M, H, W, C) uint8
+    test_labels: np.ndarray  # (M,) int64
+    classes: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What the pipeline needs to know about a dataset before it is prepared."""
+
+    name: str
+    build: Callable[[Path], Arrays]
+    """Builds the arrays; may use the given scratch directory for downloads."""
+    crop_padding: int
+    """Default padding of the random crop (data.crop_padding: auto)."""
+    horizontal_flip: bool
+    """Default for random flips (data.horizontal_flip: auto); False where mirroring changes the class."""
+
+
+def build_digits(scratch_dir: Path) -> Arrays:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images), split 80/20 by class."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    # Pixel values are counts 0..16 of an 4×4 block; scale to the full uint8 range.
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+    labels = bunch.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=SPLIT_SEED
+    )
+    train_idx.sort()
+    test_idx.sort()
+    return Arrays(
+        train_images=images[train_idx],
+        train_labels=labels[train_idx],
+        test_images=images[test_idx],
+        test_labels=labels[test_idx],
+        classes=tuple(str(c) for c in bunch.target_names),
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec("digits", build_digits, crop_padding=1, horizontal_flip=False),
+}
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def channel_stats(images_nhwc: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, computed in float64 chunks."""
+    total = np.zeros(images_nhwc.shape[-1])
+    total_sq = np.zeros(images_nhwc.shape[-1])
+    for start in range(0, len(images_nhwc), chunk):
+        block = images_nhwc[start : start + chunk].astype(np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += np.square(block).sum(axis=(0, 1, 2))
+    count = images_nhwc.shape[0] * images_nhwc.shape[1] * images_nhwc.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.tolist(), std.tolist()
+
+
+def make_meta(name: str, arrays: Arrays, hashes: dict[str, str]) -> dict:
+    mean, std = channel_stats(arrays.train_images)
+    return {
+        "name": name,
+        "classes": list(arrays.classes),
+        "num_classes": len(arrays.classes),
+        "image_shape": list(arrays.train_images.shape[1:]),  # [H, W, C]
+        "splits": {"train": len(arrays.train_labels), "test": len(arrays.test_labels)},
+        "mean": mean,
+        "std": std,
+        "sha256": {f"{key}.npy": hashes[key] for key in ARRAY_FILES},
+    }
+
+
+def check_arrays(arrays: Arrays) -> None:
+    """Shapes and dtypes of the on-disk format; a builder bug must never reach disk."""
+    for split in ("train", "test"):
+        images = getattr(arrays, f"{split}_images")
+        labels = getattr(arrays, f"{split}_labels")
+        assert images.dtype == np.uint8 and images.ndim == 4, (split, images.dtype, images.shape)
+        assert labels.dtype == np.int64 and labels.shape == (len(images),), (split, labels.shape)
+        assert labels.min() >= 0 and labels.max() < len(arrays.classes), split
+
+
+def write_dataset(arrays: Arrays, name: str, out_dir: Path) -> dict:
+    """Write arrays + meta.json into `out_dir` atomically: a temp dir renamed into place."""
+    check_arrays(arrays)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir.parent))
+    try:
+        hashes = {}
+        for key in ARRAY_FILES:
+            np.save(tmp_dir / f"{key}.npy", getattr(arrays, key))
+            hashes[key] = sha256_file(tmp_dir / f"{key}.npy")
+        meta = make_meta(name, arrays, hashes)
+        (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return meta
+
+
+def prepare_dataset(name: str, out_dir: Path) -> dict:
+    """Build dataset `name` and write it to `out_dir`; returns its meta.json content."""
+    spec = DATASETS[name]
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}-scratch.", dir=out_dir.parent) as scratch:
+        arrays = spec.build(Path(scratch))
+    return write_dataset(arrays, name, out_dir)

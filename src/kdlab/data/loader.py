@@ -1,0 +1,185 @@
+"""Reading a prepared dataset and batching it from memory, augmentation included.
+
+The whole split lives in one uint8 tensor on the training device. Batches are index slices of
+an epoch permutation; random crops and flips are applied to the whole batch on its device. All
+randomness of an epoch is drawn up front from a `torch.Generator` seeded by (seed, epoch), so an
+epoch's batches depend on nothing but the seed and the epoch number: a resumed run sees exactly
+the batches an uninterrupted one would, and there is no per-sample Python on the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdlab.data.datasets import ARRAY_FILES, sha256_file
+from kdlab.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset as tensors (on CPU until moved)."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8, channels_last memory format
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    meta: dict
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["image_shape"][2])
+
+
+def load_meta(data_dir: Path) -> dict:
+    meta_path = Path(data_dir) / "meta.json"
+    if not meta_path.exists():
+        raise DataError(f"{data_dir} is not a prepared dataset (no meta.json): run `dvc repro prepare`")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{meta_path} is corrupt (not JSON): run `dvc repro prepare`") from None
+
+
+def verify_dataset(data_dir: Path, meta: dict) -> None:
+    """Every array must match the sha256 recorded in meta.json: a corrupt file is never used."""
+    for key in ARRAY_FILES:
+        path = Path(data_dir) / f"{key}.npy"
+        if not path.exists():
+            raise DataError(f"{path} is missing: run `dvc repro prepare` (or `dvc pull`)")
+        expected = meta["sha256"][f"{key}.npy"]
+        if sha256_file(path) != expected:
+            raise DataError(f"{path} does not match its sha256 in meta.json: the file is corrupt")
+
+
+def load_dataset(data_dir: str | Path, verify: bool = True) -> Dataset:
+    """Load a prepared dataset from `data_dir`, checking its checksums first."""
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    if verify:
+        verify_dataset(data_dir, meta)
+
+    def split(name: str) -> Split:
+        images_nhwc = torch.from_numpy(np.load(data_dir / f"{name}_images.npy"))
+        labels = torch.from_numpy(np.load(data_dir / f"{name}_labels.npy"))
+        # NHWC storage viewed as NCHW = a channels_last tensor, without a copy.
+        return Split(images_nhwc.permute(0, 3, 1, 2), labels)
+
+    return Dataset(train=split("train"), test=split("test"), meta=meta)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch, stream)."""
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def random_crop(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Per-sample crops of zero-padded images; `offsets` (B, 2) holds each top-left in [0, 2p]."""
+    if padding == 0:
+        return images
+    batch, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    rows = offsets[:, 0:1] + torch.arange(height, device=images.device)  # (B, H)
+    cols = offsets[:, 1:2] + torch.arange(width, device=images.device)  # (B, W)
+    batch_idx = torch.arange(batch, device=images.device)[:, None, None]
+    # Advanced indexing on dims 0, 2, 3 with a slice on dim 1 yields (B, H, W, C).
+    cropped = padded[batch_idx, :, rows[:, :, None], cols[:, None, :]]
+    return cropped.permute(0, 3, 1, 2)
+
+
+class BatchLoader:
+    """Batches of a device-resident split: shuffled and augmented (train) or in order (eval).
+
+    Yields (images, labels) with images as float32 (B, C, H, W), normalised with the dataset's
+    train mean/std, in channels_last memory format.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        *,
+        train: bool,
+        seed: int = 0,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.crop_padding = crop_padding if train else 0
+        self.horizontal_flip = horizontal_flip and train
+        device = split.images.device
+        # Fused normalisation: x_norm = x_uint8 * scale + shift.
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation and augmentation the next iteration uses."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        if self.train:
+            return max(n // self.batch_size, 1)
+        return -(-n // self.batch_size)
+
+    def epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This epoch's order (N,), crop offsets (N, 2) and flip mask (N,), drawn at once."""
+        n = len(self.split)
+        gen = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(n, generator=gen)
+        offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5
+        device = self.split.images.device
+        return order.to(device), offsets.to(device), flips.to(device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.split)
+        if self.train:
+            order, offsets, flips = self.epoch_plan()
+            # Drop the last incomplete batch (unless the split is smaller than one batch).
+            stop = max(n - n % self.batch_size, min(n, self.batch_size))
+        else:
+            order = offsets = flips = None
+            stop = n
+        for start in range(0, stop, self.batch_size):
+            end = min(start + self.batch_size, stop)
+            if order is None:
+                images = self.split.images[start:end]
+                labels = self.split.labels[start:end]
+            else:
+                idx = order[start:end]
+                images = self.split.images[idx]
+                labels = self.split.labels[idx]
+                images = random_crop(images, self.crop_padding, offsets[idx])
+                if self.horizontal_flip:
+                    images = torch.where(flips[idx].view(-1, 1, 1, 1), images.flip(3), images)
+            images = images.float().mul_(self.scale).add_(self.shift)
+            yield images.contiguous(memory_format=torch.channels_last), labels

@@ -1,0 +1,82 @@
+"""The one interface every KD method implements, and the registry that names them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.models.base import Features
+
+
+class Distiller(nn.Module):
+    """A KD term L_method(student, teacher). Trainable parts (connectors...) are submodules.
+
+    The student's loss is (1 - alpha)·CE + alpha·weight·L_method (see `student_loss`). Teacher
+    features arrive detached; a method must never send gradient into the teacher.
+    """
+
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(self, params: Any) -> None:
+        super().__init__()
+        self.params = params
+
+    @property
+    def weight(self) -> float:
+        """w in alpha·w·L_method; methods without a `weight` param use 1."""
+        return float(getattr(self.params, "weight", 1.0))
+
+    def loss(self, student: Features, teacher: Features | None, labels: torch.Tensor) -> torch.Tensor:
+        """The unweighted KD term, a scalar."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    cls: type[Distiller]
+    params_cls: type | None
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, params_cls: type | None = None):
+    """Class decorator: make a Distiller available as `kd.method: <name>`."""
+
+    def decorate(cls: type[Distiller]) -> type[Distiller]:
+        if name in METHODS:
+            raise RuntimeError(f"KD method {name!r} registered twice")
+        METHODS[name] = MethodSpec(name, cls, params_cls)
+        return cls
+
+    return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTerms:
+    """The student's loss and its parts, all 0-d tensors still on the device."""
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor
+
+
+def student_loss(
+    distiller: Distiller,
+    alpha: float,
+    student: Features,
+    teacher: Features | None,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+) -> LossTerms:
+    """(1 - alpha)·CE + alpha·w·L_method; a method without a teacher trains on CE alone."""
+    ce = F.cross_entropy(student.logits.float(), labels, label_smoothing=label_smoothing)
+    if not distiller.needs_teacher:
+        return LossTerms(total=ce, ce=ce, kd=torch.zeros_like(ce))
+    kd = distiller.loss(student, teacher, labels)
+    return LossTerms(total=(1.0 - alpha) * ce + alpha * distiller.weight * kd, ce=ce, kd=kd)

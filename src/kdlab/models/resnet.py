@@ -1,0 +1,82 @@
+"""CIFAR ResNets (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, §4.2).
+
+depth = 6n + 2: a 3×3 stem with 16 channels, then three stages of n BasicBlocks with 16, 32 and
+64 channels (strides 1, 2, 2), global average pooling and a linear classifier. Where a block
+changes shape its shortcut is a 1×1 convolution + BatchNorm (option B), as in the CIFAR
+ResNets that the KD literature benchmarks on (RepDistiller / CRD).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdlab.models.base import Features, FeatureModel
+
+STAGE_CHANNELS = (16, 32, 64)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(FeatureModel):
+    """ResNet-(6n+2) for small images; stages `stage1`..`stage3` and a 64-d `embedding`."""
+
+    stage_names = ("stage1", "stage2", "stage3")
+
+    def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
+        blocks = (depth - 2) // 6
+        self.depth = depth
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, STAGE_CHANNELS[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(STAGE_CHANNELS[0]),
+            nn.ReLU(inplace=True),
+        )
+        channels = STAGE_CHANNELS[0]
+        for i, (width, stride) in enumerate(zip(STAGE_CHANNELS, (1, 2, 2), strict=True), start=1):
+            layers = []
+            for b in range(blocks):
+                layers.append(BasicBlock(channels, width, stride if b == 0 else 1))
+                channels = width
+            self.add_module(f"stage{i}", nn.Sequential(*layers))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(channels, num_classes)
+        self.embedding_dim = channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        out = self.stem(x)
+        stages = {}
+        for name in self.stage_names:
+            out = getattr(self, name)(out)
+            stages[name] = out
+        embedding = self.pool(out)
+        return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))

@@ -1,0 +1,65 @@
+"""What every stage's entry point shares: logging set-up and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from kdlab.errors import KdlabError
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run_stage(
+    name: str,
+    build_parser: Callable[[argparse.ArgumentParser], None],
+    body: Callable[[argparse.Namespace], None],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse arguments, run `body`; a KdlabError becomes one line on stderr and exit status 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m kdlab.stages.{name}")
+    build_parser(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        body(args)
+    except KdlabError as exc:
+        print(f"kdlab {name}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the training stages; dvc.yaml passes every path."""
+    from pathlib import Path
+
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset directory")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--metrics-dir", type=Path, required=True)
+    parser.add_argument("--resume", type=Path, required=True, help="resume checkpoint path")
+
+
+def train_stage(role: str, args: argparse.Namespace) -> None:
+    """Load params, seed, read the dataset, train `role`; all the work is in kdlab.training."""
+    from kdlab.config import load_params
+    from kdlab.data.loader import load_dataset
+    from kdlab.training.run import RoleOutputs, train_role
+    from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+
+    params = load_params(args.params)
+    seed_everything(params.seed)
+    device = resolve_device(params.device)
+    configure_torch(device)
+    dataset = load_dataset(args.data)
+    outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
+    train_role(role, params, dataset, device, outputs, teacher_path=getattr(args, "teacher", None))

@@ -1,0 +1,34 @@
+"""DVC stage `prepare`: build the dataset named by `data.name` into data/<name>/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kdlab.config import load_params
+from kdlab.data.datasets import prepare_dataset
+from kdlab.stages._common import run_stage
+
+log = logging.getLogger("kdlab.prepare")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+
+
+def body(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    log.info("preparing dataset %s into %s", params.data.name, args.out)
+    meta = prepare_dataset(params.data.name, args.out)
+    log.info("wrote %s: %s images, shape %s", args.out, meta["splits"], meta["image_shape"])
+
+
+def main(argv=None) -> int:
+    return run_stage("prepare", add_args, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The training loop shared by teachers and students, seeding, checkpoints and resume."""

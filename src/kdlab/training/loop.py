@@ -1,0 +1,144 @@
+"""One training loop for teachers and students.
+
+Per step nothing is read back to the host: losses and correct counts accumulate in device
+tensors and are read once per epoch. bf16 autocast on CUDA; exact float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.config import TrainConfig
+from kdlab.data.loader import BatchLoader
+from kdlab.distill import Distiller, student_loss
+from kdlab.models import FeatureModel
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything that changes during training and must be checkpointed to resume exactly."""
+
+    model: FeatureModel
+    distiller: Distiller
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epoch: int = 0
+    """Number of completed epochs."""
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """Per-epoch metrics of the completed epochs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What the loss looks like: the KD weighting, the (frozen) teacher and label smoothing."""
+
+    alpha: float
+    label_smoothing: float
+    teacher: FeatureModel | None = None
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.device):
+    """SGD with momentum and weight decay; fused on CUDA, foreach (multi-tensor) on CPU."""
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+        **fast,
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch schedule: cosine to 0 over `epochs`, or multistep at `milestones`."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        )
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU results stay exact and reproducible)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_one_epoch(
+    state: TrainState, objective: Objective, loader: BatchLoader, device: torch.device
+) -> dict[str, float]:
+    """One pass over the training split; returns mean loss, CE, KD term and accuracy."""
+    state.model.train()
+    state.distiller.train()
+    sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
+    seen = 0
+    for images, labels in loader:
+        with autocast(device):
+            student = state.model.forward_features(images)
+            teacher = None
+            if state.distiller.needs_teacher:
+                with torch.no_grad():
+                    teacher = objective.teacher.forward_features(images)
+            terms = student_loss(
+                state.distiller, objective.alpha, student, teacher, labels, objective.label_smoothing
+            )
+        state.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        state.optimizer.step()
+        with torch.no_grad():
+            batch = labels.shape[0]
+            correct = (student.logits.argmax(1) == labels).sum()
+            sums += torch.stack([terms.total * batch, terms.ce * batch, terms.kd * batch, correct])
+        seen += labels.shape[0]
+    loss, ce, kd, correct = (sums / seen).tolist()  # the one host sync of the epoch
+    return {"loss": loss, "ce": ce, "kd": kd, "acc": correct}
+
+
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device) -> dict[str, float]:
+    """Plain cross-entropy (no smoothing) and accuracy on a split, without autograd."""
+    model.eval()
+    sums = torch.zeros(2, device=device)
+    seen = 0
+    with torch.inference_mode(), autocast(device):
+        for images, labels in loader:
+            logits = model(images).float()
+            sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+            sums[1] += (logits.argmax(1) == labels).sum()
+            seen += labels.shape[0]
+    loss, correct = (sums / seen).tolist()
+    return {"loss": loss, "acc": correct}
+
+
+def run_epochs(
+    state: TrainState,
+    objective: Objective,
+    train_loader: BatchLoader,
+    test_loader: BatchLoader,
+    epochs: int,
+    device: torch.device,
+    on_epoch_end: Callable[[TrainState], None],
+    epoch_progress: Callable[[range], range] = lambda r: r,
+) -> TrainState:
+    """Train from `state.epoch` to `epochs`; `on_epoch_end` checkpoints and logs each epoch."""
+    for epoch in epoch_progress(range(state.epoch, epochs)):
+        train_loader.set_epoch(epoch)
+        lr = state.optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(state, objective, train_loader, device)
+        state.scheduler.step()
+        test = evaluate(state.model, test_loader, device)
+        state.epoch = epoch + 1
+        state.history.append(
+            {
+                **{f"train/{k}": v for k, v in train.items()},
+                **{f"test/{k}": v for k, v in test.items()},
+                "lr": lr,
+            }
+        )
+        on_epoch_end(state)
+    return state
