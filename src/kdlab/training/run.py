@@ -251,7 +251,8 @@ def train_role(
 
     def progress(epochs: range):
         return tqdm(epochs, desc=f"train {role}", initial=state.epoch, total=cfg.epochs,
-                    file=sys.stderr, unit="epoch", dynamic_ncols=True)  # fmt: skip
+                    file=sys.stderr, unit="epoch", dynamic_ncols=True,
+                    disable=None)  # off when stderr is not a terminal: the log lines remain  # fmt: skip
 
     log.info(
         "training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",

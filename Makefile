@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:
+#   make repro   install the pinned environment, then `dvc repro` (embedded digits dataset)
+#   make test    install the pinned environment, then the whole test suite
+# uv is bootstrapped into .tools/ (from PyPI, pinned) when it is not already on PATH.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV_BIN := $(CURDIR)/.venv/bin
+# Stages run `python -m kdlab...`: the venv must come first on PATH.
+RUN := PATH="$(VENV_BIN):$$PATH"
+
+.PHONY: repro test lint format install clean-env
+
+repro: install
+	$(RUN) dvc repro
+
+test: install
+	$(RUN) python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+install: .venv/.synced
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+clean-env:
+	rm -rf .venv .tools
