@@ -110,8 +110,14 @@ def check_range(path: str, value: float, low: float, high: float, *, low_open=Fa
     if too_low or too_high:
         lb = "(" if low_open else "["
         rb = ")" if high_open else "]"
-        hi = "inf" if high == float("inf") else f"{high:g}"
-        raise ConfigError(f"{path} must be in {lb}{low:g}, {hi}{rb}, got {value!r}")
+        raise ConfigError(f"{path} must be in {lb}{_num(low)}, {_num(high)}{rb}, got {value!r}")
+
+
+def _num(value: float) -> str:
+    """Bounds as people write them: 4294967295, not 4.29497e+09; 0.5, not 0.500000."""
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}"
 
 
 def check_choice(path: str, value: str, choices: typing.Iterable[str]) -> None:

@@ -1,0 +1,114 @@
+"""params.yaml validation: every bad input stops with one line naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kdlab.config import load_params, params_from_dict
+from kdlab.errors import ConfigError
+
+from .conftest import REPO_ROOT, default_params, tiny_params, tool_env, write_params
+
+BAD_INPUTS = [
+    ({"kd.alpha": 1.5}, "kd.alpha must be in [0, 1], got 1.5"),
+    ({"kd.alpha": -0.1}, "kd.alpha must be in [0, 1], got -0.1"),
+    ({"kd.alpha": "half"}, "kd.alpha must be a number, got 'half'"),
+    ({"kd.method": "fitnetz"}, "kd.method must be one of logit, none, got 'fitnetz'"),
+    ({"kd.logit.temperature": 0}, "kd.logit.temperature must be in (0, 1000], got 0.0"),
+    ({"kd.logit.temp": 4}, "kd.logit.temp is not a known key; valid keys: temperature, weight"),
+    ({"kd.fitnets": {}}, "kd.fitnets is not a known key; valid keys: method, alpha, logit"),
+    ({"teacher.arch": "resnet9"}, "teacher.arch must be one of resnet8, resnet14, resnet20, "
+     "resnet32, resnet44, resnet56, resnet110, got 'resnet9'"),
+    ({"teacher.epochs": 0}, "teacher.epochs must be in [1, 100000], got 0"),
+    ({"teacher.epochs": 2.5}, "teacher.epochs must be an integer, got 2.5"),
+    ({"student.batch_size": True}, "student.batch_size must be an integer, got True"),
+    ({"student.lr": 0}, "student.lr must be in (0, 10], got 0.0"),
+    ({"student.momentum": 1.0}, "student.momentum must be in [0, 1), got 1.0"),
+    ({"student.schedule": "linear"}, "student.schedule must be one of cosine, multistep, got 'linear'"),
+    ({"student.schedule": "multistep"},
+     "student.milestones must be non-empty when student.schedule is multistep"),
+    ({"student.save_epochs": [2, 1]}, "student.save_epochs must be strictly increasing, got [2, 1]"),
+    ({"student.save_epochs": [5]}, "student.save_epochs[0] must be in [1, 3], got 5"),
+    ({"student.label_smoothing": 1.0}, "student.label_smoothing must be in [0, 1), got 1.0"),
+    ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, "
+     "epochs, batch_size, eval_batch_size, lr, momentum, nesterov, weight_decay, schedule, "
+     "milestones, gamma, label_smoothing, save_epochs"),
+    ({"data.name": "mnist"}, "data.name must be one of digits, got 'mnist'"),
+    ({"data.horizontal_flip": "yes"}, "data.horizontal_flip must be true or false or one of auto, "
+     "got 'yes'"),
+    ({"data.crop_padding": -1}, "data.crop_padding must be in [0, 64], got -1"),
+    ({"seed": -3}, "seed must be in [0, 4294967295], got -3"),
+    ({"device": "tpu"}, "device must be one of auto, cpu, cuda, got 'tpu'"),
+    ({"trainer": {}}, "trainer is not a known section; valid: seed, device, data, teacher, "
+     "student, kd, extract, analyze, grid, slurm"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_rejected_with_one_line_naming_the_field(overrides, message):
+    with pytest.raises(ConfigError) as excinfo:
+        params_from_dict(tiny_params(**overrides))
+    assert str(excinfo.value) == message
+    assert "\n" not in str(excinfo.value)
+
+
+def test_repository_params_are_valid():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.kd.method in ("logit", "none")
+    assert 0.0 <= params.kd.alpha <= 1.0
+
+
+def test_config_is_frozen_and_typed():
+    params = params_from_dict(tiny_params(**{"teacher.lr": 1}))
+    assert isinstance(params.teacher.lr, float)
+    assert params.teacher.save_epochs == (2,)
+    with pytest.raises(AttributeError):
+        params.kd.alpha = 0.9  # type: ignore[misc]
+
+
+def test_missing_method_section_gets_defaults():
+    raw = tiny_params()
+    del raw["kd"]["logit"]
+    params = params_from_dict(raw)
+    assert params.kd.method_params.temperature == 4.0
+
+
+def test_label_smoothing_only_for_the_pure_baseline():
+    smoothing = {"student.label_smoothing": 0.1}
+    assert params_from_dict(tiny_params(**smoothing, **{"kd.method": "logit"})).student_label_smoothing == 0.0
+    assert params_from_dict(tiny_params(**smoothing, **{"kd.method": "none"})).student_label_smoothing == 0.1
+
+
+def test_auto_augmentation_resolves_to_the_dataset_default():
+    params = params_from_dict(tiny_params())
+    assert params.data.resolved_horizontal_flip is False  # mirrored digits are other digits
+    assert params.data.resolved_crop_padding == 1
+    params = params_from_dict(tiny_params(**{"data.crop_padding": 0, "data.horizontal_flip": True}))
+    assert (params.data.resolved_crop_padding, params.data.resolved_horizontal_flip) == (0, True)
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: [0\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+"):
+        load_params(path)
+
+
+def _kdlab_check(params_path):
+    return subprocess.run(
+        [sys.executable, "-m", "kdlab.cli", "check", "--params", str(params_path)],
+        capture_output=True, text=True, env=tool_env(),
+    )  # fmt: skip
+
+
+def test_kdlab_check_exit_status(tmp_path):
+    good = _kdlab_check(write_params(tmp_path / "good.yaml", default_params()))
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+    bad = _kdlab_check(write_params(tmp_path / "bad.yaml", tiny_params(**{"kd.alpha": 1.5})))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "kdlab check: error: kd.alpha must be in [0, 1], got 1.5"
+    assert "Traceback" not in bad.stderr
