@@ -24,6 +24,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """torch.save `payload` to `path` atomically (temp file + fsync + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -35,6 +36,12 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Temp files of a writer that was killed mid-write (never a complete checkpoint)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,0 +1,146 @@
+"""Resume: a killed run restarted with the same params ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdlab.stages import train_student, train_teacher
+from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
+
+from ..conftest import tiny_params, tool_env, write_params
+
+
+def stage_args(workdir: Path, data_dir: Path, role: str = "teacher") -> list[str]:
+    return [
+        "--params", str(workdir / "params.yaml"), "--data", str(data_dir),
+        "--model-dir", str(workdir / "models" / role),
+        "--metrics-dir", str(workdir / "metrics" / role),
+        "--resume", str(workdir / "checkpoints" / role / "resume.pt"),
+    ]  # fmt: skip
+
+
+def make_workdir(path: Path, **overrides) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    write_params(path / "params.yaml", tiny_params(**overrides))
+    return path
+
+
+def assert_same_run(a: Path, b: Path, role: str = "teacher") -> None:
+    """Same final weights (bit for bit), same metrics.json, same per-epoch values."""
+    model_a = load_checkpoint(a / "models" / role / "model.pt")
+    model_b = load_checkpoint(b / "models" / role / "model.pt")
+    assert model_a["epoch"] == model_b["epoch"]
+    assert model_a["metrics"] == model_b["metrics"]
+    for key, tensor in model_a["state_dict"].items():
+        assert torch.equal(tensor, model_b["state_dict"][key]), key
+    metrics = Path("metrics") / role / "metrics.json"
+    assert (a / metrics).read_text() == (b / metrics).read_text()
+    for tsv in sorted((a / "metrics" / role / "plots").rglob("*.tsv")):
+        rows_a = [line.split("\t")[1:] for line in tsv.read_text().splitlines()]  # drop timestamp
+        twin = b / tsv.relative_to(a)
+        rows_b = [line.split("\t")[1:] for line in twin.read_text().splitlines()]
+        assert rows_a == rows_b, tsv
+
+
+def test_same_params_twice_give_identical_outputs(tmp_path, digits_dir):
+    for name in ("one", "two"):
+        work = make_workdir(tmp_path / name)
+        assert train_teacher.main(stage_args(work, digits_dir)) == 0
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def read_step(metrics_json: Path) -> int:
+    try:
+        return json.loads(metrics_json.read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+@pytest.mark.integration
+def test_sigkill_then_restart_equals_uninterrupted(tmp_path, digits_dir):
+    overrides = {"teacher.arch": "resnet20", "teacher.epochs": 8, "teacher.batch_size": 64}
+    reference = make_workdir(tmp_path / "reference", **overrides)
+    assert train_teacher.main(stage_args(reference, digits_dir)) == 0
+
+    work = make_workdir(tmp_path / "killed", **overrides)
+    cmd = [sys.executable, "-m", "kdlab.stages.train_teacher", *stage_args(work, digits_dir)]
+    proc = subprocess.Popen(cmd, env=tool_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while read_step(work / "metrics/teacher/metrics.json") < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "training never got going"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (work / "models/teacher/model.pt").exists()
+    killed_at = load_checkpoint(work / "checkpoints/teacher/resume.pt")["epoch"]
+    assert 3 <= killed_at < 8
+
+    restart = subprocess.run(cmd, env=tool_env(), capture_output=True, text=True)
+    assert restart.returncode == 0, restart.stderr
+    assert f"at epoch {killed_at} ({killed_at} epochs already complete)" in restart.stderr
+    assert_same_run(reference, work)
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tmp_path, digits_dir, caplog):
+    fresh = make_workdir(tmp_path / "fresh")
+    assert train_teacher.main(stage_args(fresh, digits_dir)) == 0
+
+    # A complete resume checkpoint from a run with another lr sits where this run looks.
+    other = make_workdir(tmp_path / "other", **{"teacher.lr": 0.05})
+    assert train_teacher.main(stage_args(other, digits_dir)) == 0
+    work = make_workdir(tmp_path / "work")
+    resume = work / "checkpoints/teacher/resume.pt"
+    save_checkpoint(load_checkpoint(other / "checkpoints/teacher/resume.pt"), resume)
+
+    with caplog.at_level(logging.INFO):
+        assert train_teacher.main(stage_args(work, digits_dir)) == 0
+    assert "not resuming from" in caplog.text and "starting fresh" in caplog.text
+    assert_same_run(fresh, work)
+
+
+def test_corrupt_resume_checkpoint_is_not_used(tmp_path, digits_dir, caplog):
+    fresh = make_workdir(tmp_path / "fresh")
+    assert train_teacher.main(stage_args(fresh, digits_dir)) == 0
+    work = make_workdir(tmp_path / "work")
+    resume = work / "checkpoints/teacher/resume.pt"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"\x00" * 100)
+    with caplog.at_level(logging.INFO):
+        assert train_teacher.main(stage_args(work, digits_dir)) == 0
+    assert "corrupt or unreadable" in caplog.text
+    assert_same_run(fresh, work)
+
+
+def test_model_checkpoint_contents_and_milestones(tmp_path, digits_dir):
+    work = make_workdir(tmp_path / "w", **{"kd.alpha": 0.3})
+    assert train_teacher.main(stage_args(work, digits_dir)) == 0
+    args = [*stage_args(work, digits_dir, "student"), "--teacher", str(work / "models/teacher/model.pt")]
+    assert train_student.main(args) == 0
+    model = load_checkpoint(work / "models/student/model.pt", "kdlab.model/1")
+    assert model["arch"] == "resnet8" and model["role"] == "student" and model["epoch"] == 3
+    assert model["params"]["kd"]["alpha"] == 0.3 and model["params"]["seed"] == 0
+    assert set(model["metrics"]) == {
+        "train/loss", "train/ce", "train/kd", "train/acc", "test/loss", "test/acc", "lr",
+    }  # fmt: skip
+    assert 0.0 <= model["metrics"]["test/acc"] <= 1.0
+    milestone = load_checkpoint(work / "models/student/milestones/epoch_0002.pt")
+    assert milestone["epoch"] == 2 and milestone["metrics"] != model["metrics"]
+    assert sorted(p.name for p in (work / "models/student/milestones").iterdir()) == ["epoch_0002.pt"]
+
+
+def test_student_without_teacher_file_is_one_line_error(tmp_path, digits_dir, capsys):
+    work = make_workdir(tmp_path / "w")
+    args = [*stage_args(work, digits_dir, "student"), "--teacher", str(work / "missing.pt")]
+    assert train_student.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("kdlab train_student: error: checkpoint") and "does not exist" in err[-1]
+    assert not (work / "models/student").exists()
