@@ -1,0 +1,178 @@
+"""End to end: the real DVC pipeline in a fresh git clone (tiny epochs), as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdlab.training.checkpoint import load_checkpoint
+
+from ..conftest import REPO_ROOT, run, tiny_params, write_params
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 2
+TINY = {"teacher.epochs": EPOCHS, "student.epochs": EPOCHS,
+        "teacher.save_epochs": [1], "student.save_epochs": [1]}  # fmt: skip
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", *args], cwd=repo).stdout
+
+
+def dvc(repo: Path, *args: str) -> str:
+    proc = run(["dvc", *args], cwd=repo)
+    return proc.stdout + proc.stderr
+
+
+def set_identity(repo: Path) -> None:
+    git(repo, "config", "user.name", "kdlab tests")
+    git(repo, "config", "user.email", "tests@kdlab.invalid")
+
+
+def make_clone(base: Path) -> Path:
+    """The project's files (tracked + untracked, not ignored) as a repo, then a fresh clone of it."""
+    origin, clone = base / "origin", base / "clone"
+    files = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT).stdout
+    for rel in filter(None, files.split("\0")):
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (origin / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, origin / rel)
+    git(origin.parent, "init", "-q", "-b", "main", str(origin))
+    set_identity(origin)
+    git(origin, "add", "-A")
+    git(origin, "commit", "-qm", "snapshot of the working tree")
+    git(base, "clone", "-q", str(origin), str(clone))
+    set_identity(clone)
+    write_params(clone / "params.yaml", tiny_params(**TINY))
+    git(clone, "commit", "-qam", "tiny epochs for the test")
+    return clone
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    clone = make_clone(tmp_path_factory.mktemp("pipeline"))
+    out = dvc(clone, "repro")
+    assert ran_stages(out) == {"prepare", "train_teacher", "train_student"}, out
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "first repro")
+    return clone
+
+
+@pytest.fixture
+def restore(repo):
+    """Put the workspace back to the last commit after a test that changes params."""
+    yield
+    git(repo, "checkout", "-q", "--", ".")
+    dvc(repo, "checkout", "--force")
+
+
+def test_declared_outputs_exist_and_are_sane(repo):
+    for name in ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy"):
+        assert (repo / "data/digits" / name).is_file()
+    meta = json.loads((repo / "data/digits/meta.json").read_text())
+    assert meta["splits"] == {"train": 1437, "test": 360}
+    for role in ("teacher", "student"):
+        model = load_checkpoint(repo / f"models/{role}/model.pt", "kdlab.model/1")
+        assert model["epoch"] == EPOCHS and model["arch"] == "resnet8"
+        assert (repo / f"models/{role}/milestones/epoch_0001.pt").is_file()
+        metrics = json.loads((repo / f"metrics/{role}/metrics.json").read_text())
+        assert metrics["step"] == EPOCHS - 1
+        assert 0.3 < metrics["test"]["acc"] <= 1.0  # chance is 0.1
+        assert metrics["test"]["acc"] == pytest.approx(model["metrics"]["test/acc"])
+        assert all(torch.isfinite(t).all() for t in model["state_dict"].values() if t.is_floating_point())
+        tsv = (repo / f"metrics/{role}/plots/metrics/test/acc.tsv").read_text().splitlines()
+        assert tsv[0].split("\t")[-2:] == ["step", "acc"] and len(tsv) == EPOCHS + 1
+    lock = (repo / "dvc.lock").read_text()
+    assert "alpha: 0.5" in lock and "md5:" in lock
+
+
+def test_second_repro_runs_nothing(repo):
+    out = dvc(repo, "repro")
+    assert ran_stages(out) == set(), out
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
+
+
+def test_alpha_change_reruns_only_the_student(repo, restore):
+    write_params(repo / "params.yaml", tiny_params(**TINY, **{"kd.alpha": 0.7}))
+    assert ran_stages(dvc(repo, "repro")) == {"train_student"}
+
+
+def test_teacher_change_reruns_teacher_and_student(repo, restore):
+    write_params(repo / "params.yaml", tiny_params(**TINY, **{"teacher.lr": 0.05}))
+    assert ran_stages(dvc(repo, "repro")) == {"train_teacher", "train_student"}
+
+
+def exp_rows(repo: Path) -> list[dict]:
+    """`dvc exp show --json` flattened to one dict per experiment: name, params, student acc."""
+    rows = []
+
+    def visit(entry):
+        data = (entry.get("data") or {})
+        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+        metrics = data.get("metrics", {}).get("metrics/student/metrics.json", {}).get("data", {})
+        rows.append({"name": entry.get("name") or data.get("name"), "params": params,
+                     "acc": metrics.get("test", {}).get("acc")})  # fmt: skip
+        for exp in entry.get("experiments") or []:
+            for revision in exp.get("revs", []):
+                visit(revision)
+
+    for entry in json.loads(dvc(repo, "exp", "show", "--json")):
+        visit(entry)
+    return rows
+
+
+def test_exp_run_with_set_param(repo, restore):
+    out = dvc(repo, "exp", "run", "-n", "alpha-quarter", "-S", "kd.alpha=0.25")
+    assert ran_stages(out) == {"train_student"}, out
+    row = next(r for r in exp_rows(repo) if r["name"] == "alpha-quarter")
+    assert row["params"]["kd"]["alpha"] == 0.25
+    assert 0.0 < row["acc"] <= 1.0
+
+
+def queue_states(repo: Path) -> dict[str, str]:
+    """Experiment name -> status, from the table `dvc queue status` prints (status is last)."""
+    states = {}
+    for line in dvc(repo, "queue", "status").splitlines()[1:]:
+        words = line.split()
+        if len(words) >= 4 and not line.startswith("Worker"):
+            states[words[1]] = words[-1]
+    return states
+
+
+def test_queued_experiments_share_one_teacher_via_the_run_cache(repo):
+    names = ["seed1-a0.3", "seed1-a0.7"]
+    for name, alpha in zip(names, ("0.3", "0.7"), strict=True):
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"kd.alpha={alpha}")
+    try:
+        dvc(repo, "queue", "start", "-j", "1")
+        deadline = time.monotonic() + 600
+        while True:
+            states = queue_states(repo)
+            if all(states.get(n) in ("Success", "Failed") for n in names):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(2)
+    finally:
+        run(["dvc", "queue", "stop"], cwd=repo, check=False)
+    assert [states[n] for n in names] == ["Success", "Success"], dvc(repo, "queue", "status")
+    logs = [dvc(repo, "queue", "logs", n) for n in names]
+    trained = ["Running stage 'train_teacher'" in log for log in logs]
+    restored = ["'train_teacher' is cached - skipping run" in log for log in logs]
+    # The new seed needs a new teacher: exactly one experiment trains it, the other restores it.
+    assert sorted(trained) == [False, True], logs
+    assert restored == [not t for t in trained], logs
+    rows = {r["name"]: r for r in exp_rows(repo)}
+    assert {rows[n]["params"]["kd"]["alpha"] for n in names} == {0.3, 0.7}
+    assert all(rows[n]["params"]["seed"] == 1 for n in names)
