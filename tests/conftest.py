@@ -52,7 +52,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
     proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"{' '.join(cmd)} failed ({proc.returncode})\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 

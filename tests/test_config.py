@@ -27,10 +27,12 @@ BAD_INPUTS = [
     ({"student.batch_size": True}, "student.batch_size must be an integer, got True"),
     ({"student.lr": 0}, "student.lr must be in (0, 10], got 0.0"),
     ({"student.momentum": 1.0}, "student.momentum must be in [0, 1), got 1.0"),
-    ({"student.schedule": "linear"}, "student.schedule must be one of cosine, multistep, got 'linear'"),
+    ({"student.schedule": "linear"},
+     "student.schedule must be one of cosine, multistep, got 'linear'"),
     ({"student.schedule": "multistep"},
      "student.milestones must be non-empty when student.schedule is multistep"),
-    ({"student.save_epochs": [2, 1]}, "student.save_epochs must be strictly increasing, got [2, 1]"),
+    ({"student.save_epochs": [2, 1]},
+     "student.save_epochs must be strictly increasing, got [2, 1]"),
     ({"student.save_epochs": [5]}, "student.save_epochs[0] must be in [1, 3], got 5"),
     ({"student.label_smoothing": 1.0}, "student.label_smoothing must be in [0, 1), got 1.0"),
     ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, "
@@ -78,8 +80,14 @@ def test_missing_method_section_gets_defaults():
 
 def test_label_smoothing_only_for_the_pure_baseline():
     smoothing = {"student.label_smoothing": 0.1}
-    assert params_from_dict(tiny_params(**smoothing, **{"kd.method": "logit"})).student_label_smoothing == 0.0
-    assert params_from_dict(tiny_params(**smoothing, **{"kd.method": "none"})).student_label_smoothing == 0.1
+    assert (
+        params_from_dict(tiny_params(**smoothing, **{"kd.method": "logit"})).student_label_smoothing
+        == 0.0
+    )
+    assert (
+        params_from_dict(tiny_params(**smoothing, **{"kd.method": "none"})).student_label_smoothing
+        == 0.1
+    )
 
 
 def test_auto_augmentation_resolves_to_the_dataset_default():

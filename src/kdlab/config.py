@@ -103,7 +103,9 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
     return obj
 
 
-def check_range(path: str, value: float, low: float, high: float, *, low_open=False, high_open=False):
+def check_range(
+    path: str, value: float, low: float, high: float, *, low_open=False, high_open=False
+):
     """Raise ConfigError unless low <= value <= high (with optional open ends)."""
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
@@ -216,7 +218,9 @@ class TrainConfig:
             if list(values) != sorted(set(values)):
                 raise ConfigError(f"{path}.{key} must be strictly increasing, got {list(values)}")
         if self.schedule == "multistep" and not self.milestones:
-            raise ConfigError(f"{path}.milestones must be non-empty when {path}.schedule is multistep")
+            raise ConfigError(
+                f"{path}.milestones must be non-empty when {path}.schedule is multistep"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

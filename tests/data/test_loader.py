@@ -49,7 +49,7 @@ def test_every_epoch_is_a_permutation_without_repeats():
     ldr.set_epoch(5)
     order, _, _ = ldr.epoch_plan()
     assert sorted(order.tolist()) == list(range(40))
-    for images, labels in ldr:
+    for _images, labels in ldr:
         labels_seen.append(labels)
     assert len(labels_seen) == 5  # 40 // 8 full batches, none dropped here
 
@@ -74,9 +74,13 @@ def test_batch_augmentation_equals_per_sample_reference():
     order, offsets, flips = ldr.epoch_plan()
     (images, labels), = list(ldr)  # fmt: skip
     for row, idx in enumerate(order.tolist()):
-        expected = reference_augment(
-            split.images[idx], 2, int(offsets[idx, 0]), int(offsets[idx, 1]), bool(flips[idx])
-        ).float() * ldr.scale[0] + ldr.shift[0]
+        expected = (
+            reference_augment(
+                split.images[idx], 2, int(offsets[idx, 0]), int(offsets[idx, 1]), bool(flips[idx])
+            ).float()
+            * ldr.scale[0]
+            + ldr.shift[0]
+        )
         assert torch.allclose(images[row], expected, atol=1e-6)
         assert labels[row] == split.labels[idx]
     assert flips.any() and not flips.all()

@@ -75,5 +75,5 @@ def test_stage_names_are_module_names_so_hooks_see_the_same_tensors():
 
 
 def test_unknown_arch_lists_valid_names():
-    with pytest.raises(ConfigError, match="arch must be one of resnet8, resnet14, .*got 'vgg'"):
+    with pytest.raises(ConfigError, match=r"arch must be one of resnet8, resnet14, .*got 'vgg'"):
         make_model("vgg", 3, 10)

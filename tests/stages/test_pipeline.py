@@ -37,7 +37,7 @@ def set_identity(repo: Path) -> None:
 
 
 def make_clone(base: Path) -> Path:
-    """The project's files (tracked + untracked, not ignored) as a repo, then a fresh clone of it."""
+    """The project's files (tracked + untracked, not ignored) as a repo, and a clone of it."""
     origin, clone = base / "origin", base / "clone"
     files = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT).stdout
     for rel in filter(None, files.split("\0")):
@@ -91,7 +91,9 @@ def test_declared_outputs_exist_and_are_sane(repo):
         assert metrics["step"] == EPOCHS - 1
         assert 0.3 < metrics["test"]["acc"] <= 1.0  # chance is 0.1
         assert metrics["test"]["acc"] == pytest.approx(model["metrics"]["test/acc"])
-        assert all(torch.isfinite(t).all() for t in model["state_dict"].values() if t.is_floating_point())
+        assert all(
+            torch.isfinite(t).all() for t in model["state_dict"].values() if t.is_floating_point()
+        )
         tsv = (repo / f"metrics/{role}/plots/metrics/test/acc.tsv").read_text().splitlines()
         assert tsv[0].split("\t")[-2:] == ["step", "acc"] and len(tsv) == EPOCHS + 1
     lock = (repo / "dvc.lock").read_text()
@@ -119,7 +121,7 @@ def exp_rows(repo: Path) -> list[dict]:
     rows = []
 
     def visit(entry):
-        data = (entry.get("data") or {})
+        data = entry.get("data") or {}
         params = data.get("params", {}).get("params.yaml", {}).get("data", {})
         metrics = data.get("metrics", {}).get("metrics/student/metrics.json", {}).get("data", {})
         rows.append({"name": entry.get("name") or data.get("name"), "params": params,

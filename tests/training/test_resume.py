@@ -1,4 +1,4 @@
-"""Resume: a killed run restarted with the same params ends bit-identical to an uninterrupted one."""
+"""Resume: a killed run restarted with the same params ends as an uninterrupted one, bit for bit."""
 
 from __future__ import annotations
 
@@ -127,7 +127,11 @@ def test_corrupt_resume_checkpoint_is_not_used(tmp_path, digits_dir, caplog):
 def test_model_checkpoint_contents_and_milestones(tmp_path, digits_dir):
     work = make_workdir(tmp_path / "w", **{"kd.alpha": 0.3})
     assert train_teacher.main(stage_args(work, digits_dir)) == 0
-    args = [*stage_args(work, digits_dir, "student"), "--teacher", str(work / "models/teacher/model.pt")]
+    args = [
+        *stage_args(work, digits_dir, "student"),
+        "--teacher",
+        str(work / "models/teacher/model.pt"),
+    ]
     assert train_student.main(args) == 0
     model = load_checkpoint(work / "models/student/model.pt", "kdlab.model/1")
     assert model["arch"] == "resnet8" and model["role"] == "student" and model["epoch"] == 3
@@ -138,7 +142,9 @@ def test_model_checkpoint_contents_and_milestones(tmp_path, digits_dir):
     assert 0.0 <= model["metrics"]["test/acc"] <= 1.0
     milestone = load_checkpoint(work / "models/student/milestones/epoch_0002.pt")
     assert milestone["epoch"] == 2 and milestone["metrics"] != model["metrics"]
-    assert sorted(p.name for p in (work / "models/student/milestones").iterdir()) == ["epoch_0002.pt"]
+    assert sorted(p.name for p in (work / "models/student/milestones").iterdir()) == [
+        "epoch_0002.pt"
+    ]
 
 
 def test_student_without_teacher_file_is_one_line_error(tmp_path, digits_dir, capsys):
@@ -146,5 +152,7 @@ def test_student_without_teacher_file_is_one_line_error(tmp_path, digits_dir, ca
     args = [*stage_args(work, digits_dir, "student"), "--teacher", str(work / "missing.pt")]
     assert train_student.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("kdlab train_student: error: checkpoint") and "does not exist" in err[-1]
+    assert (
+        err[-1].startswith("kdlab train_student: error: checkpoint") and "does not exist" in err[-1]
+    )
     assert not (work / "models/student").exists()

@@ -50,7 +50,7 @@ class DatasetSpec:
     crop_padding: int
     """Default padding of the random crop (data.crop_padding: auto)."""
     horizontal_flip: bool
-    """Default for random flips (data.horizontal_flip: auto); False where mirroring changes the class."""
+    """Default of data.horizontal_flip: auto; False where a mirror image is another class."""
 
 
 def build_digits(scratch_dir: Path) -> Arrays:

@@ -53,7 +53,9 @@ class Dataset:
 def load_meta(data_dir: Path) -> dict:
     meta_path = Path(data_dir) / "meta.json"
     if not meta_path.exists():
-        raise DataError(f"{data_dir} is not a prepared dataset (no meta.json): run `dvc repro prepare`")
+        raise DataError(
+            f"{data_dir} is not a prepared dataset (no meta.json): run `dvc repro prepare`"
+        )
     try:
         return json.loads(meta_path.read_text())
     except json.JSONDecodeError:

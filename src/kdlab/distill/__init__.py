@@ -27,4 +27,12 @@ def make_distiller(method: str, params=None) -> Distiller:
     return spec.cls(params)
 
 
-__all__ = ["METHODS", "Distiller", "LossTerms", "MethodSpec", "make_distiller", "register", "student_loss"]
+__all__ = [
+    "METHODS",
+    "Distiller",
+    "LossTerms",
+    "MethodSpec",
+    "make_distiller",
+    "register",
+    "student_loss",
+]

@@ -30,7 +30,9 @@ class Distiller(nn.Module):
         """w in alpha·w·L_method; methods without a `weight` param use 1."""
         return float(getattr(self.params, "weight", 1.0))
 
-    def loss(self, student: Features, teacher: Features | None, labels: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, student: Features, teacher: Features | None, labels: torch.Tensor
+    ) -> torch.Tensor:
         """The unweighted KD term, a scalar."""
         raise NotImplementedError
 

@@ -31,7 +31,9 @@ class LogitParams:
         check_range(f"{path}.weight", self.weight, 0, 1e6)
 
 
-def kl_logit_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, temperature: float) -> torch.Tensor:
+def kl_logit_loss(
+    logits_s: torch.Tensor, logits_t: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T²·KL(p_t ‖ p_s) at temperature T, batch mean; logits (B, K). Computed in float32."""
     log_p_s = F.log_softmax(logits_s.float() / temperature, dim=1)
     log_p_t = F.log_softmax(logits_t.detach().float() / temperature, dim=1)

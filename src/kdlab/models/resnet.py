@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdlab.models.base import Features, FeatureModel
+from kdlab.models.base import FeatureModel, Features
 
 STAGE_CHANNELS = (16, 32, 64)
 

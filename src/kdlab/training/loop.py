@@ -86,7 +86,12 @@ def train_one_epoch(
                 with torch.no_grad():
                     teacher = objective.teacher.forward_features(images)
             terms = student_loss(
-                state.distiller, objective.alpha, student, teacher, labels, objective.label_smoothing
+                state.distiller,
+                objective.alpha,
+                student,
+                teacher,
+                labels,
+                objective.label_smoothing,
             )
         state.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()

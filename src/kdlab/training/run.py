@@ -66,7 +66,9 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(role: str, params: Params, dataset: Dataset, device: torch.device, teacher_sha: str | None) -> str:
+def run_fingerprint(
+    role: str, params: Params, dataset: Dataset, device: torch.device, teacher_sha: str | None
+) -> str:
     sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
     if role == "student":
         sections["kd"] = params.section("kd")
@@ -88,7 +90,9 @@ def load_model(path: Path, device: torch.device) -> tuple[FeatureModel, dict[str
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit arch {payload['arch']}: {exc}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit arch {payload['arch']}: {exc}"
+        ) from None
     return model.to(device).eval(), payload
 
 
@@ -105,7 +109,9 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def model_payload(role: str, state: TrainState, cfg: TrainConfig, params: Params, dataset: Dataset) -> dict:
+def model_payload(
+    role: str, state: TrainState, cfg: TrainConfig, params: Params, dataset: Dataset
+) -> dict:
     sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
     if role == "student":
         sections["kd"] = params.section("kd")
@@ -158,11 +164,16 @@ def try_resume(state: TrainState, resume_path: Path, fingerprint: str) -> None:
     state.scheduler.load_state_dict(payload["scheduler"])
     state.epoch = int(payload["epoch"])
     state.history = list(payload["history"])
-    log.info("resuming from %s at epoch %d (%d epochs already complete)", resume_path, state.epoch, state.epoch)
+    log.info(
+        "resuming from %s at epoch %d (%d epochs already complete)",
+        resume_path,
+        state.epoch,
+        state.epoch,
+    )
 
 
 class MetricsLogger:
-    """DVCLive per epoch; after a resume the saved history is replayed so the files are identical."""
+    """DVCLive per epoch; after a resume the saved history is replayed, so files are identical."""
 
     def __init__(self, metrics_dir: Path) -> None:
         from dvclive import Live
@@ -179,7 +190,9 @@ class MetricsLogger:
         self.live.end()
 
 
-def build_state(role: str, cfg: TrainConfig, distiller: Distiller, dataset: Dataset, device: torch.device) -> TrainState:
+def build_state(
+    role: str, cfg: TrainConfig, distiller: Distiller, dataset: Dataset, device: torch.device
+) -> TrainState:
     model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     distiller = distiller.to(device)
@@ -250,16 +263,19 @@ def train_role(
         )  # fmt: skip
 
     def progress(epochs: range):
+        # A bar on a terminal; under DVC's log capture or SLURM the per-epoch log lines remain.
         return tqdm(epochs, desc=f"train {role}", initial=state.epoch, total=cfg.epochs,
                     file=sys.stderr, unit="epoch", dynamic_ncols=True,
-                    disable=None)  # off when stderr is not a terminal: the log lines remain  # fmt: skip
+                    disable=None)  # fmt: skip
 
     log.info(
         "training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",
         role, cfg.arch, dataset.meta["name"], len(dataset.train), len(dataset.test), device,
         params.kd.method if role == "student" else "none",
     )  # fmt: skip
-    run_epochs(state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress)
+    run_epochs(
+        state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress
+    )
     metrics.close()
     save_checkpoint(model_payload(role, state, cfg, params, dataset), outputs.model_path)
     log.info("wrote %s (test acc %.4f)", outputs.model_path, state.history[-1]["test/acc"])
