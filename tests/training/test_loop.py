@@ -1,0 +1,80 @@
+"""The loop's pieces: schedules, optimizer, evaluation without side effects, one training epoch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdlab.config import params_from_dict
+from kdlab.data.loader import BatchLoader, load_dataset
+from kdlab.distill import make_distiller
+from kdlab.models import make_model
+from kdlab.training.loop import (
+    Objective,
+    TrainState,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    train_one_epoch,
+)
+
+from ..conftest import tiny_params
+
+
+def lrs_over(cfg, epochs: int) -> list[float]:
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, torch.device("cpu"))
+    scheduler = make_scheduler(optimizer, cfg)
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_cosine_schedule_per_epoch():
+    cfg = params_from_dict(tiny_params(**{"teacher.epochs": 4, "teacher.lr": 0.2})).teacher
+    expected = [0.2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert lrs_over(cfg, 4) == pytest.approx(expected)
+
+
+def test_multistep_schedule_per_epoch():
+    overrides = {"teacher.epochs": 6, "teacher.lr": 0.1, "teacher.schedule": "multistep",
+                 "teacher.milestones": [2, 4], "teacher.gamma": 0.5}  # fmt: skip
+    cfg = params_from_dict(tiny_params(**overrides)).teacher
+    assert lrs_over(cfg, 6) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+def test_evaluate_has_no_side_effects(digits_dir):
+    data = load_dataset(digits_dir)
+    model = make_model("resnet8", 1, 10).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = BatchLoader(data.test, 100, data.meta["mean"], data.meta["std"], train=False)
+    metrics = evaluate(model, loader, torch.device("cpu"))
+    assert set(metrics) == {"loss", "acc"} and 0.0 <= metrics["acc"] <= 1.0
+    assert not model.training  # evaluation switches to eval mode: BN statistics untouched
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_one_epoch_of_distillation_moves_the_student_only(digits_dir):
+    data = load_dataset(digits_dir)
+    params = params_from_dict(tiny_params())
+    student, teacher = make_model("resnet8", 1, 10), make_model("resnet8", 1, 10).eval()
+    teacher.requires_grad_(False)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = make_distiller("logit", params.kd.method_params)
+    optimizer = make_optimizer(list(student.parameters()), params.student, torch.device("cpu"))
+    state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
+    loader = BatchLoader(data.train, 128, data.meta["mean"], data.meta["std"], train=True, seed=0)
+    weight_before = student.fc.weight.detach().clone()
+    metrics = train_one_epoch(state, Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher),
+                              loader, torch.device("cpu"))  # fmt: skip
+    assert set(metrics) == {"loss", "ce", "kd", "acc"}
+    assert metrics["loss"] == pytest.approx(0.5 * metrics["ce"] + 0.5 * metrics["kd"], rel=1e-5)
+    assert not torch.equal(student.fc.weight, weight_before)
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
