@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from kdlab.config import load_params, params_from_dict
 from kdlab.errors import ConfigError
 
-from .conftest import REPO_ROOT, default_params, tiny_params, tool_env, write_params
+from .conftest import REPO_ROOT, VENV_BIN, default_params, tiny_params, tool_env, write_params
 
 BAD_INPUTS = [
     ({"kd.alpha": 1.5}, "kd.alpha must be in [0, 1], got 1.5"),
@@ -107,7 +106,7 @@ def test_invalid_yaml_is_one_line(tmp_path):
 
 def _kdlab_check(params_path):
     return subprocess.run(
-        [sys.executable, "-m", "kdlab.cli", "check", "--params", str(params_path)],
+        [str(VENV_BIN / "kdlab"), "check", "--params", str(params_path)],  # the console script
         capture_output=True, text=True, env=tool_env(),
     )  # fmt: skip
 

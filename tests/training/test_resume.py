@@ -156,3 +156,15 @@ def test_student_without_teacher_file_is_one_line_error(tmp_path, digits_dir, ca
         err[-1].startswith("kdlab train_student: error: checkpoint") and "does not exist" in err[-1]
     )
     assert not (work / "models/student").exists()
+
+
+def test_cuda_requested_without_a_gpu_is_one_line_error(tmp_path, digits_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    work = make_workdir(tmp_path / "w", device="cuda")
+    assert train_teacher.main(stage_args(work, digits_dir)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "kdlab train_teacher: error: device is cuda but no CUDA device is visible; "
+        "use device: auto or cpu"
+    )
+    assert not (work / "models").exists() and not (work / "metrics").exists()
