@@ -15,10 +15,10 @@ BAD_INPUTS = [
     ({"kd.alpha": 1.5}, "kd.alpha must be in [0, 1], got 1.5"),
     ({"kd.alpha": -0.1}, "kd.alpha must be in [0, 1], got -0.1"),
     ({"kd.alpha": "half"}, "kd.alpha must be a number, got 'half'"),
-    ({"kd.method": "fitnetz"}, "kd.method must be one of logit, none, got 'fitnetz'"),
+    ({"kd.method": "fitnetz"}, "kd.method must be one of at, fitnets, ft, logit, none, nst, rkd, got 'fitnetz'"),
     ({"kd.logit.temperature": 0}, "kd.logit.temperature must be in (0, 1000], got 0.0"),
     ({"kd.logit.temp": 4}, "kd.logit.temp is not a known key; valid keys: temperature, weight"),
-    ({"kd.fitnets": {}}, "kd.fitnets is not a known key; valid keys: method, alpha, logit"),
+    ({"kd.fitnetz": {}}, "kd.fitnetz is not a known key; valid keys: method, alpha, at, fitnets, ft, logit, nst, rkd"),
     ({"teacher.arch": "resnet9"}, "teacher.arch must be one of resnet8, resnet14, resnet20, "
      "resnet32, resnet44, resnet56, resnet110, got 'resnet9'"),
     ({"teacher.epochs": 0}, "teacher.epochs must be in [1, 100000], got 0"),

@@ -141,10 +141,12 @@ class BatchLoader:
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
         self.epoch = 0
+        self.stream = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose permutation and augmentation the next iteration uses."""
+    def set_epoch(self, epoch: int, stream: int = 0) -> None:
+        """Select the epoch (and stream: 0 training, 1 pre-training) the next iteration uses."""
         self.epoch = epoch
+        self.stream = stream
 
     def __len__(self) -> int:
         n = len(self.split)
@@ -155,7 +157,7 @@ class BatchLoader:
     def epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This epoch's order (N,), crop offsets (N, 2) and flip mask (N,), drawn at once."""
         n = len(self.split)
-        gen = epoch_generator(self.seed, self.epoch)
+        gen = epoch_generator(self.seed, self.epoch, self.stream)
         order = torch.randperm(n, generator=gen)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=gen)
         flips = torch.rand(n, generator=gen) < 0.5

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from kdlab.distill.base import METHODS, Distiller, LossTerms, MethodSpec, register, student_loss
+from kdlab.distill.base import (
+    METHODS,
+    Distiller,
+    LossTerms,
+    MethodSpec,
+    PairInfo,
+    register,
+    student_loss,
+)
 from kdlab.errors import ConfigError
 
 for _module in pkgutil.iter_modules(__path__):
@@ -17,14 +25,21 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def make_distiller(method: str, params=None) -> Distiller:
-    """Build the KD method `method` with its params dataclass (None = the method's defaults)."""
+def get_method(method: str) -> MethodSpec:
     spec = METHODS.get(method)
     if spec is None:
         raise ConfigError(f"kd.method must be one of {', '.join(METHODS)}, got {method!r}")
+    return spec
+
+
+def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Distiller:
+    """Build KD method `method` (params None = its defaults) for the networks in `pair`."""
+    spec = get_method(method)
     if params is None and spec.params_cls is not None:
         params = spec.params_cls()
-    return spec.cls(params)
+    if pair is not None:
+        spec.cls.check(params, pair)
+    return spec.cls(params, pair)
 
 
 __all__ = [

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.models.base import Features
+from kdlab.models.base import Features, ShapeInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class PairInfo:
+    """What a method may adapt to: the feature shapes of both networks, and prepared artefacts."""
+
+    student: ShapeInfo
+    teacher: ShapeInfo
+    artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    """Files made by earlier stages for this method (e.g. ft's pre-trained paraphraser)."""
 
 
 class Distiller(nn.Module):
     """A KD term L_method(student, teacher). Trainable parts (connectors...) are submodules.
 
     The student's loss is (1 - alpha)·CE + alpha·weight·L_method (see `student_loss`). Teacher
-    features arrive detached; a method must never send gradient into the teacher.
+    features arrive without gradient; a method must never send gradient into the teacher.
     """
 
     needs_teacher: ClassVar[bool] = True
+    artifacts: ClassVar[tuple[str, ...]] = ()
+    """Names of the files in PairInfo.artifacts this method needs."""
 
-    def __init__(self, params: Any) -> None:
+    def __init__(self, params: Any, pair: PairInfo | None = None) -> None:
         super().__init__()
         self.params = params
+
+    @classmethod
+    def check(cls, params: Any, pair: PairInfo) -> None:
+        """Raise ConfigError (one line, saying why) if this pair of networks cannot be served."""
 
     @property
     def weight(self) -> float:
@@ -34,6 +52,13 @@ class Distiller(nn.Module):
         self, student: Features, teacher: Features | None, labels: torch.Tensor
     ) -> torch.Tensor:
         """The unweighted KD term, a scalar."""
+        raise NotImplementedError
+
+    def pretrain_epochs(self) -> int:
+        """Epochs of a method's own pre-training of the student (FitNets hints); 0 = none."""
+        return 0
+
+    def pretrain_loss(self, student: Features, teacher: Features) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -80,5 +105,27 @@ def student_loss(
     ce = F.cross_entropy(student.logits.float(), labels, label_smoothing=label_smoothing)
     if not distiller.needs_teacher:
         return LossTerms(total=ce, ce=ce, kd=torch.zeros_like(ce))
-    kd = distiller.loss(student, teacher, labels)
+    kd = distiller.loss(student, teacher, labels).float()
     return LossTerms(total=(1.0 - alpha) * ce + alpha * distiller.weight * kd, ce=ce, kd=kd)
+
+
+def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the larger of two (B, C, H, W) maps to the smaller one's spatial size."""
+    if a.shape[-2:] == b.shape[-2:]:
+        return a, b
+    if a.shape[-2] * a.shape[-1] > b.shape[-2] * b.shape[-1]:
+        return F.adaptive_avg_pool2d(a, b.shape[-2:]), b
+    return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
+
+
+def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:
+    """Every name must be a stage of both networks."""
+    from kdlab.errors import ConfigError
+
+    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
+        for name in names:
+            if name not in info.stages:
+                raise ConfigError(
+                    f"{path} names {name!r}, which the {role} does not have; "
+                    f"valid: {', '.join(info.stages)}"
+                )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from kdlab.errors import ConfigError
-from kdlab.models.base import FeatureModel, Features
+from kdlab.models.base import FeatureModel, Features, ShapeInfo, probe_shapes
 from kdlab.models.resnet import CifarResNet
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
@@ -21,4 +21,4 @@ def make_model(arch: str, in_channels: int, num_classes: int) -> FeatureModel:
     return MODELS[arch](in_channels=in_channels, num_classes=num_classes)
 
 
-__all__ = ["MODELS", "FeatureModel", "Features", "make_model"]
+__all__ = ["MODELS", "FeatureModel", "Features", "ShapeInfo", "make_model", "probe_shapes"]

@@ -35,3 +35,28 @@ class FeatureModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeInfo:
+    """Per-sample feature shapes of a model on a given input size (what KD methods adapt to)."""
+
+    stages: dict[str, tuple[int, int, int]]  # name -> (C, H, W)
+    embedding_dim: int
+    num_classes: int
+
+
+def probe_shapes(model: FeatureModel, in_channels: int, height: int, width: int) -> ShapeInfo:
+    """Run one tiny forward pass (eval mode, no grad) to read the model's feature shapes."""
+    was_training = model.training
+    param = next(model.parameters())
+    model.eval()
+    with torch.no_grad():
+        x = torch.zeros(2, in_channels, height, width, device=param.device, dtype=param.dtype)
+        feats = model.forward_features(x)
+    model.train(was_training)
+    return ShapeInfo(
+        stages={name: tuple(t.shape[1:]) for name, t in feats.stages.items()},
+        embedding_dim=feats.embedding.shape[1],
+        num_classes=feats.logits.shape[1],
+    )

@@ -62,4 +62,8 @@ def train_stage(role: str, args: argparse.Namespace) -> None:
     configure_torch(device)
     dataset = load_dataset(args.data)
     outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
-    train_role(role, params, dataset, device, outputs, teacher_path=getattr(args, "teacher", None))
+    artifacts = {}
+    if getattr(args, "paraphraser", None) is not None and params.kd.method == "ft":
+        artifacts["paraphraser"] = args.paraphraser
+    teacher = getattr(args, "teacher", None)
+    train_role(role, params, dataset, device, outputs, teacher_path=teacher, artifacts=artifacts)

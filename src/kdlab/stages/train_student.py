@@ -12,6 +12,7 @@ from kdlab.stages._common import add_training_args, run_stage, train_stage
 def add_args(parser: argparse.ArgumentParser) -> None:
     add_training_args(parser)
     parser.add_argument("--teacher", type=Path, required=True, help="teacher model.pt")
+    parser.add_argument("--paraphraser", type=Path, help="ft's paraphraser (train_paraphraser)")
 
 
 def main(argv=None) -> int:

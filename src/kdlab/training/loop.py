@@ -107,6 +107,36 @@ def train_one_epoch(
     return {"loss": loss, "ce": ce, "kd": kd, "acc": correct}
 
 
+def pretrain_epochs(
+    state: TrainState, objective: Objective, loader: BatchLoader, device: torch.device
+) -> None:
+    """A method's own pre-training of the student (FitNets' hint stage) before KD training.
+
+    Uses the loader's pre-training stream, so its batches differ from the main epochs'.
+    """
+    state.model.train()
+    state.distiller.train()
+    trainable = [
+        p for p in (*state.model.parameters(), *state.distiller.parameters()) if p.requires_grad
+    ]
+    defaults = state.optimizer.defaults
+    optimizer = torch.optim.SGD(
+        trainable, lr=defaults["lr"], momentum=defaults["momentum"],
+        weight_decay=defaults["weight_decay"],
+    )  # fmt: skip
+    for epoch in range(state.distiller.pretrain_epochs()):
+        loader.set_epoch(epoch, stream=1)
+        for images, _labels in loader:
+            with autocast(device):
+                student = state.model.forward_features(images)
+                with torch.no_grad():
+                    teacher = objective.teacher.forward_features(images)
+                loss = state.distiller.pretrain_loss(student, teacher)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
 def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device) -> dict[str, float]:
     """Plain cross-entropy (no smoothing) and accuracy on a split, without autograd."""
     model.eval()

@@ -26,16 +26,23 @@ from tqdm import tqdm
 
 from kdlab.config import Params, TrainConfig
 from kdlab.data.loader import BatchLoader, Dataset
-from kdlab.distill import Distiller, make_distiller
+from kdlab.distill import Distiller, PairInfo, make_distiller
 from kdlab.errors import CheckpointError, ConfigError
-from kdlab.models import FeatureModel, make_model
+from kdlab.models import FeatureModel, make_model, probe_shapes
 from kdlab.training.checkpoint import (
     MODEL_FORMAT,
     RESUME_FORMAT,
     load_checkpoint,
     save_checkpoint,
 )
-from kdlab.training.loop import Objective, TrainState, make_optimizer, make_scheduler, run_epochs
+from kdlab.training.loop import (
+    Objective,
+    TrainState,
+    make_optimizer,
+    make_scheduler,
+    pretrain_epochs,
+    run_epochs,
+)
 
 log = logging.getLogger(__name__)
 SOURCE_DIR = Path(__file__).resolve().parents[1]
@@ -67,7 +74,12 @@ def source_digest() -> str:
 
 
 def run_fingerprint(
-    role: str, params: Params, dataset: Dataset, device: torch.device, teacher_sha: str | None
+    role: str,
+    params: Params,
+    dataset: Dataset,
+    device: torch.device,
+    teacher_sha: str | None,
+    artifacts: dict[str, Path] | None = None,
 ) -> str:
     sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
     if role == "student":
@@ -77,6 +89,7 @@ def run_fingerprint(
         "params": sections,
         "dataset_sha256": dataset.meta["sha256"],
         "teacher_sha256": teacher_sha,
+        "artifacts_sha256": {k: _sha256(Path(v)) for k, v in sorted((artifacts or {}).items())},
         "code": source_digest(),
         "device": device.type,
     }
@@ -191,13 +204,24 @@ class MetricsLogger:
 
 
 def build_state(
-    role: str, cfg: TrainConfig, distiller: Distiller, dataset: Dataset, device: torch.device
+    model: FeatureModel, distiller: Distiller, cfg: TrainConfig, device: torch.device
 ) -> TrainState:
-    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     distiller = distiller.to(device)
-    optimizer = make_optimizer([*model.parameters(), *distiller.parameters()], cfg, device)
+    trainable = [p for p in (*model.parameters(), *distiller.parameters()) if p.requires_grad]
+    optimizer = make_optimizer(trainable, cfg, device)
     return TrainState(model, distiller, optimizer, make_scheduler(optimizer, cfg))
+
+
+def make_pair_info(
+    student: FeatureModel, teacher: FeatureModel, dataset: Dataset, artifacts
+) -> PairInfo:
+    height, width, channels = dataset.meta["image_shape"]
+    return PairInfo(
+        student=probe_shapes(student, channels, height, width),
+        teacher=probe_shapes(teacher, channels, height, width),
+        artifacts=dict(artifacts or {}),
+    )
 
 
 def make_loaders(cfg: TrainConfig, params: Params, dataset: Dataset, device: torch.device):
@@ -223,25 +247,30 @@ def train_role(
     device: torch.device,
     outputs: RoleOutputs,
     teacher_path: Path | None = None,
+    artifacts: dict[str, Path] | None = None,
 ) -> dict[str, float]:
-    """Train the teacher or the student described by `params`; returns its final metrics."""
+    """Train the teacher or the student described by `params`; returns its final metrics.
+
+    `artifacts` are files made by earlier stages for the KD method (ft's paraphraser).
+    """
     cfg: TrainConfig = getattr(params, role)
+    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes)
+    method = "none" if role == "teacher" else params.kd.method
+    teacher, teacher_sha, pair = None, None, None
+    if method != "none":
+        if teacher_path is None:
+            raise ConfigError(f"kd.method {method} needs a teacher checkpoint")
+        teacher, teacher_sha = load_frozen_teacher(teacher_path, device)
+        pair = make_pair_info(model, teacher, dataset, artifacts)
     if role == "teacher":
         distiller = make_distiller("none")
-        objective_kw: dict[str, Any] = {"alpha": 0.0, "label_smoothing": cfg.label_smoothing}
+        objective = Objective(alpha=0.0, label_smoothing=cfg.label_smoothing)
     else:
-        distiller = make_distiller(params.kd.method, params.kd.method_params)
-        objective_kw = {"alpha": params.kd.alpha, "label_smoothing": params.student_label_smoothing}
+        distiller = make_distiller(method, params.kd.method_params, pair)
+        objective = Objective(params.kd.alpha, params.student_label_smoothing, teacher)
 
-    teacher, teacher_sha = None, None
-    if distiller.needs_teacher:
-        if teacher_path is None:
-            raise ConfigError(f"kd.method {params.kd.method} needs a teacher checkpoint")
-        teacher, teacher_sha = load_frozen_teacher(teacher_path, device)
-    objective = Objective(teacher=teacher, **objective_kw)
-
-    state = build_state(role, cfg, distiller, dataset, device)
-    fingerprint = run_fingerprint(role, params, dataset, device, teacher_sha)
+    state = build_state(model, distiller, cfg, device)
+    fingerprint = run_fingerprint(role, params, dataset, device, teacher_sha, artifacts)
     try_resume(state, outputs.resume_path, fingerprint)
     train_loader, test_loader = make_loaders(cfg, params, dataset, device)
 
@@ -273,6 +302,10 @@ def train_role(
         role, cfg.arch, dataset.meta["name"], len(dataset.train), len(dataset.test), device,
         params.kd.method if role == "student" else "none",
     )  # fmt: skip
+    if state.epoch == 0 and distiller.pretrain_epochs() > 0:
+        # Deterministic from the seed, so a run killed during it simply redoes it.
+        log.info("pre-training the student for %d epochs (%s)", distiller.pretrain_epochs(), method)
+        pretrain_epochs(state, objective, train_loader, device)
     run_epochs(
         state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress
     )
