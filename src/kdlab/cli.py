@@ -12,9 +12,9 @@ from kdlab.errors import KdlabError
 
 def cmd_check(args: argparse.Namespace) -> None:
     """Validate params.yaml (every section, type and range) without doing any work."""
-    from kdlab.config import load_params
+    from kdlab.distill import load_checked_params
 
-    params = load_params(args.params)
+    params = load_checked_params(args.params)
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(

@@ -84,6 +84,9 @@ def test_pure_baseline_is_cross_entropy_with_label_smoothing():
 
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(
-        ConfigError, match=re.escape("kd.method must be one of at, fitnets, ft, logit, none, nst, rkd, got 'kdd'")
+        ConfigError,
+        match=re.escape(
+            "kd.method must be one of at, fitnets, ft, logit, none, nst, rkd, got 'kdd'"
+        ),
     ):
         make_distiller("kdd")

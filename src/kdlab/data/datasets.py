@@ -45,6 +45,9 @@ class DatasetSpec:
     """What the pipeline needs to know about a dataset before it is prepared."""
 
     name: str
+    image_shape: tuple[int, int, int]
+    """(H, W, C) of every image."""
+    num_classes: int
     build: Callable[[Path], Arrays]
     """Builds the arrays; may use the given scratch directory for downloads."""
     crop_padding: int
@@ -77,7 +80,9 @@ def build_digits(scratch_dir: Path) -> Arrays:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec("digits", build_digits, crop_padding=1, horizontal_flip=False),
+    "digits": DatasetSpec(
+        "digits", (8, 8, 1), 10, build_digits, crop_padding=1, horizontal_flip=False
+    ),
 }
 
 

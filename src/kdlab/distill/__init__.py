@@ -42,11 +42,40 @@ def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Di
     return spec.cls(params, pair)
 
 
+def check_method_fits_models(params) -> None:
+    """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
+    from kdlab.data.datasets import DATASETS
+    from kdlab.models import make_model, probe_shapes
+
+    if params.kd.method == "none":
+        return
+    spec = DATASETS[params.data.name]
+    height, width, channels = spec.image_shape
+
+    def shapes(cfg):
+        model = make_model(cfg.arch, channels, spec.num_classes)
+        return probe_shapes(model, channels, height, width)
+
+    pair = PairInfo(student=shapes(params.student), teacher=shapes(params.teacher))
+    get_method(params.kd.method).cls.check(params.kd.method_params, pair)
+
+
+def load_checked_params(path="params.yaml"):
+    """params.yaml validated field by field, and the KD method checked against the models."""
+    from kdlab.config import load_params
+
+    params = load_params(path)
+    check_method_fits_models(params)
+    return params
+
+
 __all__ = [
     "METHODS",
     "Distiller",
     "LossTerms",
     "MethodSpec",
+    "check_method_fits_models",
+    "load_checked_params",
     "make_distiller",
     "register",
     "student_loss",

@@ -144,3 +144,34 @@ class FactorTransfer(Distiller):
             f_t = self.paraphraser.encoder(teacher.stages[LAYER].detach().float())
         f_s = self.translator(student.stages[LAYER])
         return factor_distance(f_s.float(), f_t, self.params.p)
+
+
+def train_paraphraser(
+    teacher: nn.Module, loader, params: FTParams, device: torch.device, progress=lambda r: r
+) -> tuple[Paraphraser, float]:
+    """Stage 1 of FT: fit the paraphraser to reconstruct the frozen teacher's features.
+
+    Returns the paraphraser (eval mode) and the mean reconstruction MSE of its last epoch.
+    """
+    teacher.eval()
+    channels = None
+    paraphraser, optimizer = None, None
+    last = float("nan")
+    for epoch in progress(range(params.paraphraser_epochs)):
+        loader.set_epoch(epoch, stream=2)
+        total, batches = torch.zeros((), device=device), 0
+        for images, _labels in loader:
+            with torch.no_grad():
+                target = teacher.forward_features(images).stages[LAYER].float()
+            if paraphraser is None:
+                channels = target.shape[1]
+                paraphraser = Paraphraser(channels, params.rate).to(device).train()
+                optimizer = torch.optim.Adam(paraphraser.parameters(), lr=params.paraphraser_lr)
+            loss = F.mse_loss(paraphraser(target), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            batches += 1
+        last = (total / batches).item()
+    return paraphraser.eval(), last

@@ -51,12 +51,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 def train_stage(role: str, args: argparse.Namespace) -> None:
     """Load params, seed, read the dataset, train `role`; all the work is in kdlab.training."""
-    from kdlab.config import load_params
     from kdlab.data.loader import load_dataset
+    from kdlab.distill import load_checked_params
     from kdlab.training.run import RoleOutputs, train_role
     from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
 
-    params = load_params(args.params)
+    params = load_checked_params(args.params)
     seed_everything(params.seed)
     device = resolve_device(params.device)
     configure_torch(device)
