@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdlab.errors import KdlabError
+from kdlab.errors import ConfigError, KdlabError
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -24,12 +25,37 @@ def cmd_check(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_kd_scale(args: argparse.Namespace) -> None:
+    """Print alpha·w·L / ((1 − alpha)·CE) at initialisation for every method, dataset and pair."""
+    import json
+
+    from kdlab.data.datasets import DATASETS
+    from kdlab.kd_scale import DEFAULT_PAIRS, markdown_table, measure_all
+
+    datasets = args.datasets or list(DATASETS)
+    for name in datasets:
+        if name not in DATASETS:
+            raise ConfigError(f"--datasets must be among {', '.join(DATASETS)}, got {name!r}")
+    pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else list(DEFAULT_PAIRS)
+    rows = measure_all(datasets, pairs, batch=args.batch)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    else:
+        print(markdown_table(rows))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate params.yaml and exit non-zero on any error")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     check.set_defaults(func=cmd_check)
+    scale = sub.add_parser("kd-scale", help="KD term vs cross-entropy at initialisation")
+    scale.add_argument("--datasets", nargs="*", help="default: every registered dataset")
+    scale.add_argument("--pairs", nargs="*", help="teacher:student, e.g. resnet56:resnet20")
+    scale.add_argument("--batch", type=int, default=64)
+    scale.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    scale.set_defaults(func=cmd_kd_scale)
     return parser
 
 

@@ -1,10 +1,13 @@
 """`at`: Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017.
 
     Q(A) = vec( mean_c |A_c|^p ) / ‖vec( mean_c |A_c|^p )‖₂        (spatial attention map)
-    L    = Σ_stages mean( (Q(S_j) - Q(T_j))² )
+    L    = Σ_stages mean_batch ‖Q(S_j) − Q(T_j)‖₂²
 
 over the chosen stage outputs S_j, T_j of student and teacher (p = 2 by default). Where the two
-maps differ in size, the larger is average-pooled to the smaller one's size first.
+maps differ in size, the larger is average-pooled to the smaller one's size first. The squared
+distance is summed over positions (not averaged, as the authors' code does): Q is a unit
+vector, so this keeps L independent of the resolution, and one default weight fits 8×8 digits
+and 64×64 TinyImageNet alike.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ class ATParams:
     """Stages (present in both networks) whose attention maps are matched."""
     p: float = 2.0
     """Exponent of |A| in the attention map."""
-    weight: float = 250.0
-    """w in alpha·w·L (the maps are unit vectors, so L is small)."""
+    weight: float = 25.0
+    """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:
         check_range(f"{path}.p", self.p, 0, 16, low_open=True)
@@ -50,5 +53,5 @@ class AttentionTransfer(Distiller):
         for name in self.params.stages:
             s, t = match_spatial(student.stages[name], teacher.stages[name].detach())
             diff = attention_map(s, self.params.p) - attention_map(t, self.params.p)
-            total = total + diff.pow(2).mean()
+            total = total + diff.pow(2).sum(dim=1).mean()
         return total

@@ -34,7 +34,7 @@ class FitNetsParams:
     """Teacher stage that gives the hint."""
     hint_epochs: int = 0
     """Epochs of hint-only pre-training of the student before KD training (paper's stage 1)."""
-    weight: float = 2.0
+    weight: float = 1.5
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:

@@ -23,7 +23,7 @@ class LogitParams:
 
     temperature: float = 4.0
     """Softmax temperature T (> 0)."""
-    weight: float = 1.0
+    weight: float = 2.5
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:

@@ -32,7 +32,7 @@ class NSTParams:
     """d of the polynomial kernel."""
     c: float = 0.0
     """c of the polynomial kernel."""
-    weight: float = 10.0
+    weight: float = 30.0
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:

@@ -30,7 +30,7 @@ class RKDParams:
     """w_D."""
     angle_weight: float = 2.0
     """w_A."""
-    weight: float = 1.0
+    weight: float = 15.0
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:
