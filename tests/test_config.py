@@ -43,7 +43,8 @@ BAD_INPUTS = [
     ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, "
      "epochs, batch_size, eval_batch_size, lr, momentum, nesterov, weight_decay, schedule, "
      "milestones, gamma, label_smoothing, save_epochs"),
-    ({"data.name": "mnist"}, "data.name must be one of digits, got 'mnist'"),
+    ({"data.name": "mnist"},
+     "data.name must be one of digits, cifar10, cifar100, svhn, tinyimagenet, got 'mnist'"),
     ({"data.horizontal_flip": "yes"}, "data.horizontal_flip must be true or false or one of auto, "
      "got 'yes'"),
     ({"data.crop_padding": -1}, "data.crop_padding must be in [0, 64], got -1"),

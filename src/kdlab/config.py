@@ -145,6 +145,8 @@ class DataConfig:
     """Zero padding for random crops in pixels; 0 disables cropping; auto = the dataset's own."""
     horizontal_flip: bool | Literal["auto"] = "auto"
     """Random horizontal flips; auto = the dataset's own choice (never for digits)."""
+    mirror: str = ""
+    """Base URL of a mirror of the official files, under their own names ("" = official)."""
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS

@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kdlab.data import sources
+from kdlab.data.download import RemoteFile
+from kdlab.data.sources import BuildContext
+
 SPLIT_SEED = 20_261_121
 """Seed of the train/test split for datasets without an official one (fixed, not `seed`)."""
 
@@ -48,15 +52,19 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]
     """(H, W, C) of every image."""
     num_classes: int
-    build: Callable[[Path], Arrays]
-    """Builds the arrays; may use the given scratch directory for downloads."""
+    build: Callable[[BuildContext], Arrays]
+    """Builds the arrays (downloading what it needs into the context's directories)."""
     crop_padding: int
     """Default padding of the random crop (data.crop_padding: auto)."""
     horizontal_flip: bool
     """Default of data.horizontal_flip: auto; False where a mirror image is another class."""
+    files: tuple[RemoteFile, ...] = ()
+    """The official files (URL + published MD5) it is built from; none for embedded data."""
+    source: str = ""
+    """Where the data comes from, for people."""
 
 
-def build_digits(scratch_dir: Path) -> Arrays:
+def build_digits(ctx: BuildContext) -> Arrays:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images), split 80/20 by class."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -80,10 +88,21 @@ def build_digits(scratch_dir: Path) -> Arrays:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(
-        "digits", (8, 8, 1), 10, build_digits, crop_padding=1, horizontal_flip=False
-    ),
-}
+    spec.name: spec
+    for spec in (
+        DatasetSpec("digits", (8, 8, 1), 10, build_digits, crop_padding=1, horizontal_flip=False,
+                    source="scikit-learn's bundled copy of the UCI handwritten digits"),
+        DatasetSpec("cifar10", (32, 32, 3), 10, sources.build_cifar10, 4, True,
+                    (sources.CIFAR10,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+        DatasetSpec("cifar100", (32, 32, 3), 100, sources.build_cifar100, 4, True,
+                    (sources.CIFAR100,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+        DatasetSpec("svhn", (32, 32, 3), 10, sources.build_svhn, 4, False,
+                    (sources.SVHN_TRAIN, sources.SVHN_TEST),
+                    "http://ufldl.stanford.edu/housenumbers/"),
+        DatasetSpec("tinyimagenet", (64, 64, 3), 200, sources.build_tinyimagenet, 8, True,
+                    (sources.TINYIMAGENET,), "http://cs231n.stanford.edu/ (CS231n)"),
+    )
+}  # fmt: skip
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
@@ -154,11 +173,18 @@ def write_dataset(arrays: Arrays, name: str, out_dir: Path) -> dict:
     return meta
 
 
-def prepare_dataset(name: str, out_dir: Path) -> dict:
-    """Build dataset `name` and write it to `out_dir`; returns its meta.json content."""
+def prepare_dataset(
+    name: str, out_dir: Path, download_dir: Path | None = None, mirror: str = ""
+) -> dict:
+    """Build dataset `name` and write it to `out_dir`; returns its meta.json content.
+
+    Downloads go to `download_dir` (kept, so an interrupted download resumes); archives are
+    extracted into a scratch directory next to `out_dir` that is always removed.
+    """
     spec = DATASETS[name]
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    download_dir = Path(download_dir) if download_dir else out_dir.parent / ".downloads"
     with tempfile.TemporaryDirectory(prefix=f".{name}-scratch.", dir=out_dir.parent) as scratch:
-        arrays = spec.build(Path(scratch))
+        arrays = spec.build(sources.BuildContext(Path(scratch), download_dir, mirror))
     return write_dataset(arrays, name, out_dir)

@@ -17,12 +17,15 @@ log = logging.getLogger("kdlab.prepare")
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    parser.add_argument(
+        "--downloads", type=Path, required=True, help="kept downloads (a broken one resumes)"
+    )
 
 
 def body(args: argparse.Namespace) -> None:
     params = load_checked_params(args.params)
     log.info("preparing dataset %s into %s", params.data.name, args.out)
-    meta = prepare_dataset(params.data.name, args.out)
+    meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror)
     log.info("wrote %s: %s images, shape %s", args.out, meta["splits"], meta["image_shape"])
 
 
