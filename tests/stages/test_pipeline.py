@@ -64,7 +64,7 @@ def ran_stages(output: str) -> set[str]:
 def repo(tmp_path_factory) -> Path:
     clone = make_clone(tmp_path_factory.mktemp("pipeline"))
     out = dvc(clone, "repro")
-    assert ran_stages(out) == {"prepare", "train_teacher", "train_student"}, out
+    assert ran_stages(out) == {"prepare", "train_teacher", "train_paraphraser", "train_student"}
     git(clone, "add", "-A")
     git(clone, "commit", "-qm", "first repro")
     return clone
@@ -113,7 +113,7 @@ def test_alpha_change_reruns_only_the_student(repo, restore):
 
 def test_teacher_change_reruns_teacher_and_student(repo, restore):
     write_params(repo / "params.yaml", tiny_params(**TINY, **{"teacher.lr": 0.05}))
-    assert ran_stages(dvc(repo, "repro")) == {"train_teacher", "train_student"}
+    assert ran_stages(dvc(repo, "repro")) == {"train_teacher", "train_paraphraser", "train_student"}
 
 
 def exp_rows(repo: Path) -> list[dict]:
@@ -178,3 +178,21 @@ def test_queued_experiments_share_one_teacher_via_the_run_cache(repo):
     rows = {r["name"]: r for r in exp_rows(repo)}
     assert {rows[n]["params"]["kd"]["alpha"] for n in names} == {0.3, 0.7}
     assert all(rows[n]["params"]["seed"] == 1 for n in names)
+
+
+@pytest.mark.parametrize("method", ["none", "logit", "fitnets", "at", "nst", "rkd", "ft"])
+def test_every_method_runs_as_a_dvc_experiment(repo, restore, method):
+    name = f"method-{method}"
+    out = dvc(repo, "exp", "run", "-n", name, "-S", f"kd.method={method}",
+              "-S", "kd.ft.paraphraser_epochs=2")  # fmt: skip
+    expected = {"train_student", "train_paraphraser"} if method != "logit" else set()
+    assert expected <= ran_stages(out) | ({"train_student"} if method == "logit" else set()), out
+    assert "train_teacher" not in ran_stages(out)  # the teacher is shared, never retrained
+    row = next(r for r in exp_rows(repo) if r["name"] == name)
+    assert row["params"]["kd"]["method"] == method
+    assert row["acc"] > 0.3, row  # 10 classes: chance is 0.1
+    student = load_checkpoint(repo / "models/student/model.pt", "kdlab.model/1")
+    assert student["params"]["kd"]["method"] == method
+    if method == "ft":
+        paraphraser = load_checkpoint(repo / "models/paraphraser/model.pt")
+        assert paraphraser["trained"] and paraphraser["epochs"] == 2

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlab.stages import train_student, train_teacher
+from kdlab.stages import train_paraphraser, train_student, train_teacher
+from kdlab.training import run as run_module
 from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
 
 from ..conftest import tiny_params, tool_env, write_params
@@ -168,3 +169,51 @@ def test_cuda_requested_without_a_gpu_is_one_line_error(tmp_path, digits_dir, ca
         "use device: auto or cpu"
     )
     assert not (work / "models").exists() and not (work / "metrics").exists()
+
+
+class SimulatedKill(BaseException):
+    """Raised right after an epoch's resume checkpoint is written, like a SIGKILL there."""
+
+
+@pytest.mark.parametrize("method", ["fitnets", "ft"])
+def test_resume_restores_the_methods_own_modules(method, tmp_path, digits_dir, monkeypatch):
+    overrides = {"kd.method": method, "student.epochs": 4, "kd.ft.paraphraser_epochs": 1}
+    teacher_dir = make_workdir(tmp_path / "teacher", **overrides)
+    assert train_teacher.main(stage_args(teacher_dir, digits_dir)) == 0
+    teacher = teacher_dir / "models/teacher/model.pt"
+    paraphraser = tmp_path / "paraphraser.pt"
+    argv = ["--params", str(teacher_dir / "params.yaml"), "--data", str(digits_dir),
+            "--teacher", str(teacher), "--out", str(paraphraser)]  # fmt: skip
+    assert train_paraphraser.main(argv) == 0
+
+    def student_args(work):
+        return [*stage_args(work, digits_dir, "student"), "--teacher", str(teacher),
+                "--paraphraser", str(paraphraser)]  # fmt: skip
+
+    reference = make_workdir(tmp_path / "reference", **overrides)
+    assert train_student.main(student_args(reference)) == 0
+
+    work = make_workdir(tmp_path / "killed", **overrides)
+    real_log_epoch = run_module.MetricsLogger.log_epoch
+    logged = []
+
+    def log_then_die(self, metrics):
+        real_log_epoch(self, metrics)
+        logged.append(metrics)
+        if len(logged) == 2:  # two epochs complete, their resume checkpoint written
+            raise SimulatedKill
+
+    monkeypatch.setattr(run_module.MetricsLogger, "log_epoch", log_then_die)
+    with pytest.raises(SimulatedKill):
+        train_student.main(student_args(work))
+    monkeypatch.undo()
+    assert load_checkpoint(work / "checkpoints/student/resume.pt")["epoch"] == 2
+    assert train_student.main(student_args(work)) == 0
+    assert_same_run(reference, work, "student")
+    final = load_checkpoint(work / "models/student/model.pt")["distiller_state_dict"]
+    expected = load_checkpoint(reference / "models/student/model.pt")["distiller_state_dict"]
+    assert final.keys() == expected.keys() and len(final) > 0
+    module = "connector" if method == "fitnets" else "translator"
+    assert any(key.startswith(module) for key in final)
+    for key, tensor in expected.items():
+        assert torch.equal(final[key], tensor), key

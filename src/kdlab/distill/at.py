@@ -29,7 +29,7 @@ class ATParams:
     """Stages (present in both networks) whose attention maps are matched."""
     p: float = 2.0
     """Exponent of |A| in the attention map."""
-    weight: float = 25.0
+    weight: float = 2.0
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:
