@@ -126,3 +126,13 @@ def test_kdlab_check_exit_status(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == "kdlab check: error: kd.alpha must be in [0, 1], got 1.5"
     assert "Traceback" not in bad.stderr
+
+
+def test_kdlab_check_refuses_a_method_the_pair_cannot_serve(tmp_path):
+    bad = tiny_params(**{"kd.method": "fitnets", "kd.fitnets.hint_layer": "stage4"})
+    proc = _kdlab_check(write_params(tmp_path / "bad.yaml", bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "kdlab check: error: kd.fitnets.hint_layer must be a teacher stage "
+        "(stage1, stage2, stage3), got 'stage4'"
+    )

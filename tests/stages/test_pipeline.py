@@ -153,10 +153,13 @@ def queue_states(repo: Path) -> dict[str, str]:
     return states
 
 
-def test_queued_experiments_share_one_teacher_via_the_run_cache(repo):
-    names = ["seed1-a0.3", "seed1-a0.7"]
+def test_queued_experiments_share_teacher_and_paraphraser_via_the_run_cache(repo):
+    """Two queued ft experiments with a new seed: one trains the teacher and the paraphraser,
+    the other restores both from DVC's run-cache."""
+    names = ["seed1-ft-a0.3", "seed1-ft-a0.7"]
     for name, alpha in zip(names, ("0.3", "0.7"), strict=True):
-        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"kd.alpha={alpha}")
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"kd.alpha={alpha}",
+            "-S", "kd.method=ft", "-S", "kd.ft.paraphraser_epochs=1")  # fmt: skip
     try:
         dvc(repo, "queue", "start", "-j", "1")
         deadline = time.monotonic() + 600
@@ -170,11 +173,12 @@ def test_queued_experiments_share_one_teacher_via_the_run_cache(repo):
         run(["dvc", "queue", "stop"], cwd=repo, check=False)
     assert [states[n] for n in names] == ["Success", "Success"], dvc(repo, "queue", "status")
     logs = [dvc(repo, "queue", "logs", n) for n in names]
-    trained = ["Running stage 'train_teacher'" in log for log in logs]
-    restored = ["'train_teacher' is cached - skipping run" in log for log in logs]
-    # The new seed needs a new teacher: exactly one experiment trains it, the other restores it.
-    assert sorted(trained) == [False, True], logs
-    assert restored == [not t for t in trained], logs
+    for stage in ("train_teacher", "train_paraphraser"):
+        trained = [f"Running stage '{stage}'" in log for log in logs]
+        restored = [f"'{stage}' is cached - skipping run" in log for log in logs]
+        assert sorted(trained) == [False, True], (stage, logs)
+        assert restored == [not t for t in trained], (stage, logs)
+    assert all("Running stage 'train_student'" in log for log in logs)
     rows = {r["name"]: r for r in exp_rows(repo)}
     assert {rows[n]["params"]["kd"]["alpha"] for n in names} == {0.3, 0.7}
     assert all(rows[n]["params"]["seed"] == 1 for n in names)

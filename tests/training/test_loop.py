@@ -79,3 +79,39 @@ def test_one_epoch_of_distillation_moves_the_student_only(digits_dir):
     assert not torch.equal(student.fc.weight, weight_before)
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), key
+
+
+def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
+    from kdlab.distill import PairInfo
+    from kdlab.models import probe_shapes
+    from kdlab.training.loop import pretrain_epochs
+
+    data = load_dataset(digits_dir)
+    params = params_from_dict(tiny_params(**{"kd.method": "fitnets", "kd.fitnets.hint_epochs": 3}))
+    torch.manual_seed(0)
+    student, teacher = make_model("resnet8", 1, 10), make_model("resnet20", 1, 10).eval()
+    teacher.requires_grad_(False)
+    pair = PairInfo(probe_shapes(student, 1, 8, 8), probe_shapes(teacher, 1, 8, 8))
+    distiller = make_distiller("fitnets", params.kd.method_params, pair)
+    assert distiller.pretrain_epochs() == 3
+    optimizer = make_optimizer(
+        [*student.parameters(), *distiller.parameters()], params.student, torch.device("cpu")
+    )
+    state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
+    loader = BatchLoader(data.train, 128, data.meta["mean"], data.meta["std"], train=True, seed=0)
+    test_x = BatchLoader(data.test, 360, data.meta["mean"], data.meta["std"], train=False)
+    (images, _), = list(test_x)  # fmt: skip
+
+    def hint_loss() -> float:
+        student.eval(), distiller.eval()
+        with torch.no_grad():
+            return distiller.pretrain_loss(student.forward_features(images),
+                                           teacher.forward_features(images)).item()  # fmt: skip
+
+    before = hint_loss()
+    fc_before = student.fc.weight.detach().clone()
+    pretrain_epochs(state, Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher), loader,
+                    torch.device("cpu"))  # fmt: skip
+    assert hint_loss() < 0.5 * before
+    assert torch.equal(student.fc.weight, fc_before)  # past the guided layer: untouched
+    assert state.epoch == 0  # pre-training is not a training epoch
