@@ -1,0 +1,1 @@
+"""Pure functions on activations: similarity (CKA), dimensionality, separability, ICA, SAEs."""
