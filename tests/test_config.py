@@ -26,7 +26,7 @@ BAD_INPUTS = [
     ({"kd.ft.rate": 0}, "kd.ft.rate must be in (0, 4], got 0.0"),
     ({"kd.fitnets.hint_epochs": 1.5}, "kd.fitnets.hint_epochs must be an integer, got 1.5"),
     ({"teacher.arch": "resnet9"}, "teacher.arch must be one of resnet8, resnet14, resnet20, "
-     "resnet32, resnet44, resnet56, resnet110, got 'resnet9'"),
+     "resnet32, resnet44, resnet56, resnet110, vit_tiny, got 'resnet9'"),
     ({"teacher.epochs": 0}, "teacher.epochs must be in [1, 100000], got 0"),
     ({"teacher.epochs": 2.5}, "teacher.epochs must be an integer, got 2.5"),
     ({"student.batch_size": True}, "student.batch_size must be an integer, got True"),

@@ -48,8 +48,8 @@ def measure_pair(
     """One row per method: the CE and weighted-KD parts of the loss at initialisation."""
     height, width, channels = image_shape
     torch.manual_seed(seed)
-    teacher = make_model(teacher_arch, channels, num_classes).train().requires_grad_(False)
-    student = make_model(student_arch, channels, num_classes).train()
+    teacher = make_model(teacher_arch, channels, num_classes, height).train().requires_grad_(False)
+    student = make_model(student_arch, channels, num_classes, height).train()
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, channels, height, width, generator=gen)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)

@@ -35,7 +35,7 @@ def test_parameter_count_matches_published_value(arch):
     assert count == closed_form_params(int(arch[6:]), 3, 10)
 
 
-@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("arch", sorted(a for a in MODELS if a.startswith("resnet")))
 def test_any_input_channels_and_classes(arch):
     model = make_model(arch, in_channels=1, num_classes=7)
     assert sum(p.numel() for p in model.parameters()) == closed_form_params(int(arch[6:]), 1, 7)

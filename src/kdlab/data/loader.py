@@ -46,6 +46,10 @@ class Dataset:
         return int(self.meta["num_classes"])
 
     @property
+    def image_size(self) -> int:
+        return int(self.meta["image_shape"][0])
+
+    @property
     def in_channels(self) -> int:
         return int(self.meta["image_shape"][2])
 

@@ -53,7 +53,7 @@ def check_method_fits_models(params) -> None:
     height, width, channels = spec.image_shape
 
     def shapes(cfg):
-        model = make_model(cfg.arch, channels, spec.num_classes)
+        model = make_model(cfg.arch, channels, spec.num_classes, height)
         return probe_shapes(model, channels, height, width)
 
     pair = PairInfo(student=shapes(params.student), teacher=shapes(params.teacher))

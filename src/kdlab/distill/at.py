@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.config import check_range
-from kdlab.distill.base import Distiller, PairInfo, check_stage_names, match_spatial, register
+from kdlab.distill.base import (
+    Distiller,
+    PairInfo,
+    check_stage_names,
+    match_spatial,
+    register,
+    require_conv_maps,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,7 @@ def attention_map(features: torch.Tensor, p: float) -> torch.Tensor:
 class AttentionTransfer(Distiller):
     @classmethod
     def check(cls, params: ATParams, pair: PairInfo) -> None:
+        require_conv_maps("at", pair)
         check_stage_names("kd.at.stages", params.stages, pair)
 
     def loss(self, student, teacher, labels):

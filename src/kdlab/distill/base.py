@@ -118,6 +118,18 @@ def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
 
 
+def require_conv_maps(method: str, pair: PairInfo) -> None:
+    """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
+    from kdlab.errors import ConfigError
+
+    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
+        if any(len(shape) != 3 for shape in info.stages.values()):
+            raise ConfigError(
+                f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
+                f"stages are token sequences: use none, logit or rkd with a ViT"
+            )
+
+
 def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:
     """Every name must be a stage of both networks."""
     from kdlab.errors import ConfigError

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.config import check_range
-from kdlab.distill.base import Distiller, PairInfo, register
+from kdlab.distill.base import Distiller, PairInfo, register, require_conv_maps
 from kdlab.errors import ConfigError
 
 
@@ -69,6 +69,7 @@ class FitNets(Distiller):
 
     @classmethod
     def check(cls, params: FitNetsParams, pair: PairInfo) -> None:
+        require_conv_maps("fitnets", pair)
         for role, name, info in (("guided_layer", params.guided_layer, pair.student),
                                  ("hint_layer", params.hint_layer, pair.teacher)):  # fmt: skip
             if name not in info.stages:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.config import check_range
-from kdlab.distill.base import Distiller, PairInfo, register
+from kdlab.distill.base import Distiller, PairInfo, register, require_conv_maps
 from kdlab.errors import CheckpointError, ConfigError
 
 PARAPHRASER_FORMAT = "kdlab.paraphraser/1"
@@ -125,6 +125,7 @@ class FactorTransfer(Distiller):
 
     @classmethod
     def check(cls, params: FTParams, pair: PairInfo) -> None:
+        require_conv_maps("ft", pair)
         for role, info in (("student", pair.student), ("teacher", pair.teacher)):
             if LAYER not in info.stages:
                 raise ConfigError(f"kd.method ft needs a {LAYER} feature map in the {role}")

@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.config import check_range
-from kdlab.distill.base import Distiller, PairInfo, check_stage_names, match_spatial, register
+from kdlab.distill.base import (
+    Distiller,
+    PairInfo,
+    check_stage_names,
+    match_spatial,
+    register,
+    require_conv_maps,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,7 @@ def poly_mmd2(s: torch.Tensor, t: torch.Tensor, degree: int, c: float) -> torch.
 class NeuronSelectivityTransfer(Distiller):
     @classmethod
     def check(cls, params: NSTParams, pair: PairInfo) -> None:
+        require_conv_maps("nst", pair)
         check_stage_names("kd.nst.stages", params.stages, pair)
 
     def loss(self, student, teacher, labels):

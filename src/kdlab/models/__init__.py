@@ -8,17 +8,19 @@ from functools import partial
 from kdlab.errors import ConfigError
 from kdlab.models.base import FeatureModel, Features, ShapeInfo, probe_shapes
 from kdlab.models.resnet import CifarResNet
+from kdlab.models.vit import ViT
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
-    f"resnet{depth}": partial(CifarResNet, depth) for depth in (8, 14, 20, 32, 44, 56, 110)
+    **{f"resnet{depth}": partial(CifarResNet, depth) for depth in (8, 14, 20, 32, 44, 56, 110)},
+    "vit_tiny": partial(ViT, depth=4, heads=4, dim=64, mlp_dim=128),
 }
 
 
-def make_model(arch: str, in_channels: int, num_classes: int) -> FeatureModel:
-    """Build `arch` for images with `in_channels` channels and `num_classes` classes."""
+def make_model(arch: str, in_channels: int, num_classes: int, image_size: int = 32) -> FeatureModel:
+    """Build `arch` for square images of `image_size` pixels, `in_channels`, `num_classes`."""
     if arch not in MODELS:
         raise ConfigError(f"arch must be one of {', '.join(MODELS)}, got {arch!r}")
-    return MODELS[arch](in_channels=in_channels, num_classes=num_classes)
+    return MODELS[arch](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
 
 
 __all__ = ["MODELS", "FeatureModel", "Features", "ShapeInfo", "make_model", "probe_shapes"]

@@ -33,6 +33,10 @@ class FeatureModel(nn.Module):
     def forward_features(self, x: torch.Tensor) -> Features:
         raise NotImplementedError
 
+    def stage_modules(self) -> dict[str, nn.Module]:
+        """Stage name -> the submodule whose output is that stage (for forward hooks)."""
+        return {name: getattr(self, name) for name in self.stage_names}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits
 
@@ -41,7 +45,7 @@ class FeatureModel(nn.Module):
 class ShapeInfo:
     """Per-sample feature shapes of a model on a given input size (what KD methods adapt to)."""
 
-    stages: dict[str, tuple[int, int, int]]  # name -> (C, H, W)
+    stages: dict[str, tuple[int, ...]]  # name -> (C, H, W) for conv maps, (T, D) for tokens
     embedding_dim: int
     num_classes: int
 

@@ -41,7 +41,10 @@ class CifarResNet(FeatureModel):
 
     stage_names = ("stage1", "stage2", "stage3")
 
-    def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(
+        self, depth: int, in_channels: int = 3, num_classes: int = 10, image_size: int | None = None
+    ) -> None:
+        """`image_size` is accepted for a uniform registry; these ResNets take any size."""
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")

@@ -99,7 +99,8 @@ def run_fingerprint(
 def load_model(path: Path, device: torch.device) -> tuple[FeatureModel, dict[str, Any]]:
     """Rebuild a model from a kdlab model checkpoint; returns (model in eval mode, payload)."""
     payload = load_checkpoint(path, MODEL_FORMAT)
-    model = make_model(payload["arch"], payload["in_channels"], payload["num_classes"])
+    model = make_model(payload["arch"], payload["in_channels"], payload["num_classes"],
+                       payload.get("image_size", 32))  # fmt: skip
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -134,6 +135,7 @@ def model_payload(
         "arch": cfg.arch,
         "in_channels": dataset.in_channels,
         "num_classes": dataset.num_classes,
+        "image_size": dataset.image_size,
         "state_dict": state.model.state_dict(),
         "distiller_state_dict": state.distiller.state_dict(),
         "params": sections,
@@ -254,7 +256,7 @@ def train_role(
     `artifacts` are files made by earlier stages for the KD method (ft's paraphraser).
     """
     cfg: TrainConfig = getattr(params, role)
-    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes)
+    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
     method = "none" if role == "teacher" else params.kd.method
     teacher, teacher_sha, pair = None, None, None
     if method != "none":

@@ -1,0 +1,53 @@
+"""A small Vision Transformer built on nn.MultiheadAttention (torchvision's VisionTransformer).
+
+Stages are the outputs of the encoder blocks (`block1`..`blockL`), token sequences (B, T, D)
+with the class token first; the embedding is the final LayerNorm's class token. Methods that
+need convolutional maps (fitnets, at, nst, ft) refuse this model; `none`, `logit` and `rkd` work.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from kdlab.models.base import FeatureModel, Features
+
+
+def patch_size_for(image_size: int) -> int:
+    """A 4×4 patch grid for tiny images (8×8 digits: 2×2 patches), 4-pixel patches otherwise."""
+    return max(1, image_size // 4) if image_size <= 16 else 4
+
+
+class ViT(FeatureModel):
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
+        depth: int = 4, heads: int = 4, dim: int = 64, mlp_dim: int = 128,
+    ) -> None:  # fmt: skip
+        # Imported here: torchvision adds seconds to every `kdlab` start, and only ViTs need it.
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        super().__init__()
+        patch = patch_size_for(image_size)
+        if image_size % patch:
+            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
+        self.vit = VisionTransformer(image_size=image_size, patch_size=patch, num_layers=depth,
+                                     num_heads=heads, hidden_dim=dim, mlp_dim=mlp_dim,
+                                     num_classes=num_classes)  # fmt: skip
+        # torchvision's patch embedding assumes RGB.
+        self.vit.conv_proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+        self.stage_names = tuple(f"block{i + 1}" for i in range(depth))
+        self.embedding_dim = dim
+
+    def stage_modules(self) -> dict[str, nn.Module]:
+        return dict(zip(self.stage_names, self.vit.encoder.layers, strict=True))
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        tokens = self.vit._process_input(x)  # (B, P, D) patch embeddings
+        cls = self.vit.class_token.expand(len(tokens), -1, -1)
+        out = torch.cat([cls, tokens], dim=1) + self.vit.encoder.pos_embedding
+        out = self.vit.encoder.dropout(out)
+        stages = {}
+        for name, block in self.stage_modules().items():
+            out = block(out)
+            stages[name] = out
+        embedding = self.vit.encoder.ln(out)[:, 0]
+        return Features(stages=stages, embedding=embedding, logits=self.vit.heads(embedding))
