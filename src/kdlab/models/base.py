@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +22,10 @@ class Features:
     logits: torch.Tensor  # (B, num_classes)
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class FeatureModel(nn.Module):
     """A classifier whose `forward_features(x)` returns `Features`; `forward(x)` returns logits.
 
@@ -36,6 +41,18 @@ class FeatureModel(nn.Module):
     def stage_modules(self) -> dict[str, nn.Module]:
         """Stage name -> the submodule whose output is that stage (for forward hooks)."""
         return {name: getattr(self, name) for name in self.stage_names}
+
+    def hook_points(self) -> dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+        """Every extractable layer: name -> (module to hook, function of that module's output).
+
+        The stages, then `embedding`; the same tensors `forward_features` returns.
+        """
+        points = {name: (module, _identity) for name, module in self.stage_modules().items()}
+        points["embedding"] = self.embedding_hook()
+        return points
+
+    def embedding_hook(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits

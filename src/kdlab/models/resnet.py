@@ -75,6 +75,9 @@ class CifarResNet(FeatureModel):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def embedding_hook(self):
+        return self.pool, lambda pooled: pooled
+
     def forward_features(self, x: torch.Tensor) -> Features:
         out = self.stem(x)
         stages = {}

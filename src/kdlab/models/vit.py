@@ -41,6 +41,9 @@ class ViT(FeatureModel):
     def stage_modules(self) -> dict[str, nn.Module]:
         return dict(zip(self.stage_names, self.vit.encoder.layers, strict=True))
 
+    def embedding_hook(self):
+        return self.vit.encoder.ln, lambda tokens: tokens[:, 0]  # the class token after the LN
+
     def forward_features(self, x: torch.Tensor) -> Features:
         tokens = self.vit._process_input(x)  # (B, P, D) patch embeddings
         cls = self.vit.class_token.expand(len(tokens), -1, -1)

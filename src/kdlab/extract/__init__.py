@@ -1,0 +1,1 @@
+"""Activations and attention maps of trained models, cached as memmapped arrays."""

@@ -1,0 +1,190 @@
+"""Capture named layers with forward hooks and cache them as memmapped .npy files.
+
+Layout of an activation cache directory:
+
+    metadata.json                     what is here: models (checkpoint, sha256, epoch), arrays
+    indices.npy  labels.npy           the test-split samples (drawn once from the seed)
+    <model>__<layer>.npy              (N, ...) float32/float16, e.g. teacher__stage3.npy
+    <model>__attn__<module>.npy       (N, heads, T, T) attention weights (models with MHA)
+
+<model> is `teacher`, `student`, or a milestone such as `student@epoch_0010`. Arrays are opened
+with numpy's memmap, so analysis reads them without loading or recomputing anything; the
+directory is written beside its destination and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdlab.data.loader import BatchLoader, Split
+from kdlab.errors import DataError
+from kdlab.extract.attention import capture_attention, mha_modules
+from kdlab.models import FeatureModel
+
+FORMAT = "kdlab.activations/1"
+
+
+@contextlib.contextmanager
+def capture_layers(model: FeatureModel, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, each forward pass stores {layer: activation} for the named layers."""
+    points = model.hook_points()
+    unknown = [name for name in layers if name not in points]
+    if unknown:
+        raise DataError(
+            f"extract.layers: {unknown[0]!r} is not a layer; valid: {', '.join(points)}"
+        )
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
+        module, select = points[name]
+        handles.append(module.register_forward_hook(
+            lambda _m, _i, out, name=name, select=select: captured.__setitem__(name, select(out))
+        ))  # fmt: skip
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def sample_indices(n_total: int, n_samples: int, seed: int) -> np.ndarray:
+    """Sorted indices of the extraction sample, drawn once from the seed."""
+    n = min(n_samples, n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
+
+
+class _ArrayWriter:
+    """Creates each memmap on its first batch (when the shape is known) and fills rows."""
+
+    def __init__(self, out_dir: Path, n: int, dtype: str) -> None:
+        self.out_dir, self.n, self.dtype = out_dir, n, dtype
+        self.arrays: dict[str, np.memmap] = {}
+        self.info: dict[str, dict] = {}
+
+    def write(self, key: str, start: int, batch: torch.Tensor) -> None:
+        values = batch.detach().float().cpu().numpy()
+        if key not in self.arrays:
+            filename = f"{key.replace('/', '__')}.npy"
+            shape = (self.n, *values.shape[1:])
+            self.arrays[key] = np.lib.format.open_memmap(
+                self.out_dir / filename, mode="w+", dtype=self.dtype, shape=shape
+            )
+            self.info[key] = {"file": filename, "shape": list(shape), "dtype": self.dtype}
+        self.arrays[key][start : start + len(values)] = values
+
+    def close(self) -> dict[str, dict]:
+        for array in self.arrays.values():
+            array.flush()
+        self.arrays.clear()
+        return self.info
+
+
+@torch.inference_mode()
+def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], name: str,
+                  writer: _ArrayWriter, attention: bool) -> None:  # fmt: skip
+    """Run the sample through `model` once; write every layer (and attention) to `writer`."""
+    model.eval()
+    start = 0
+    with contextlib.ExitStack() as stack:
+        acts = stack.enter_context(capture_layers(model, layers))
+        attn = stack.enter_context(capture_attention(model)) if attention else {}
+        for images, _labels in loader:
+            model(images)
+            for layer in layers:
+                writer.write(f"{name}/{layer}", start, acts[layer])
+            for module, weights in attn.items():
+                writer.write(f"{name}/attn/{module}", start, weights)
+            start += len(images)
+
+
+def extract_all(
+    models: dict[str, tuple[FeatureModel, dict]],
+    split: Split,
+    mean: list[float],
+    std: list[float],
+    indices: np.ndarray,
+    layers: list[str] | None,
+    out_dir: Path,
+    dtype: str = "float32",
+    batch_size: int = 256,
+    attention: bool = True,
+) -> dict:
+    """Extract every model's layers on split[indices] into `out_dir` (atomically); metadata."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    idx = torch.as_tensor(indices, device=split.images.device)
+    sample = Split(split.images[idx], split.labels[idx])
+    loader = BatchLoader(sample, batch_size, mean, std, train=False)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        writer = _ArrayWriter(tmp_dir, len(indices), dtype)
+        model_info = {}
+        for name, (model, info) in models.items():
+            chosen = list(layers) if layers else list(model.hook_points())
+            has_attention = attention and bool(mha_modules(model))
+            extract_model(model, loader, chosen, name, writer, has_attention)
+            model_info[name] = {**info, "layers": chosen, "attention": has_attention}
+        arrays = writer.close()
+        np.save(tmp_dir / "indices.npy", np.asarray(indices, dtype=np.int64))
+        np.save(tmp_dir / "labels.npy", sample.labels.cpu().numpy())
+        metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
+                    "models": model_info, "arrays": arrays}  # fmt: skip
+        (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return metadata
+
+
+class ActivationCache:
+    """Read side: memmapped arrays by (model, layer), with a staleness check."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.dir = Path(cache_dir)
+        meta_path = self.dir / "metadata.json"
+        if not meta_path.exists():
+            raise DataError(f"{self.dir} holds no activations: run `dvc repro extract`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise DataError(f"{meta_path} is not a kdlab activation cache")
+        self.labels = np.load(self.dir / "labels.npy")
+        self.indices = np.load(self.dir / "indices.npy")
+
+    def check_fresh(self, checkpoints: dict[str, Path]) -> None:
+        """Each named model must have been extracted from the checkpoint file given now."""
+        from kdlab.data.datasets import sha256_file
+
+        for name, path in checkpoints.items():
+            recorded = self.meta["models"].get(name, {}).get("sha256")
+            if recorded != sha256_file(Path(path)):
+                raise DataError(
+                    f"{self.dir} is stale: its {name} activations come from another checkpoint "
+                    f"than {path}; run `dvc repro extract`"
+                )
+
+    def models(self) -> list[str]:
+        return list(self.meta["models"])
+
+    def layers(self, model: str) -> list[str]:
+        return list(self.meta["models"][model]["layers"])
+
+    def attention_modules(self, model: str) -> list[str]:
+        prefix = f"{model}/attn/"
+        return [key[len(prefix) :] for key in self.meta["arrays"] if key.startswith(prefix)]
+
+    def get(self, model: str, layer: str) -> np.ndarray:
+        """(N, ...) memmapped, read-only."""
+        info = self.meta["arrays"][f"{model}/{layer}"]
+        return np.load(self.dir / info["file"], mmap_mode="r")
