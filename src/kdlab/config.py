@@ -20,7 +20,7 @@ import yaml
 from kdlab.errors import ConfigError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
-RESERVED_SECTIONS = ("extract", "analyze", "grid", "slurm")
+RESERVED_SECTIONS = ("grid", "slurm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,6 +279,55 @@ def build_kd_config(raw: Any, path: str = "kd") -> KDConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """`extract:` which activations of teacher and student are cached for analysis."""
+
+    layers: tuple[str, ...] = ()
+    """Layers to capture; empty = every stage output and the pooled embedding."""
+    n_samples: int = 256
+    """Test-split samples to extract (drawn once from the seed); capped at the split size."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the cached arrays."""
+    batch_size: int = 256
+    """Forward batch size during extraction."""
+    milestones: bool = True
+    """Also extract the milestone checkpoints (save_epochs), for change over training."""
+    attention: bool = True
+    """Per-head attention weights of every nn.MultiheadAttention (models that have them)."""
+
+    def validate(self, path: str) -> None:
+        check_range(f"{path}.n_samples", self.n_samples, 4, 1_000_000)
+        check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeConfig:
+    """`analyze:` the measures computed on the cached activations."""
+
+    debiased_cka: bool = False
+    """Use the unbiased HSIC estimator for the CKA matrix."""
+    ica_components: int = 8
+    """FastICA components per network and layer."""
+    sae_layers: tuple[str, ...] = ("embedding",)
+    """Layers that get a sparse autoencoder (teacher and student each)."""
+    sae_expansion: int = 4
+    """SAE latents per input dimension."""
+    sae_l1: float = 1e-3
+    """SAE L1 sparsity weight."""
+    sae_epochs: int = 50
+    """SAE training epochs over the cached activations."""
+    sae_batch_size: int = 256
+    """SAE minibatch size."""
+
+    def validate(self, path: str) -> None:
+        check_range(f"{path}.ica_components", self.ica_components, 1, 4096)
+        check_range(f"{path}.sae_expansion", self.sae_expansion, 1, 256)
+        check_range(f"{path}.sae_l1", self.sae_l1, 0, 10)
+        check_range(f"{path}.sae_epochs", self.sae_epochs, 1, 100_000)
+        check_range(f"{path}.sae_batch_size", self.sae_batch_size, 1, 1 << 20)
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -290,8 +339,10 @@ class Params:
     teacher: TrainConfig
     student: TrainConfig
     kd: KDConfig
+    extract: ExtractConfig
+    analyze: AnalyzeConfig
     extra: Mapping[str, Any]
-    """Sections reserved for later stages (extract, analyze, grid, slurm), unvalidated here."""
+    """Sections reserved for later stages (grid, slurm), unvalidated here."""
 
     @property
     def student_label_smoothing(self) -> float:
@@ -322,7 +373,8 @@ def params_from_dict(raw: Any) -> Params:
     """Validate a parsed params.yaml mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
-    known = ("seed", "device", "data", "teacher", "student", "kd", *RESERVED_SECTIONS)
+    known = ("seed", "device", "data", "teacher", "student", "kd", "extract", "analyze",
+             *RESERVED_SECTIONS)  # fmt: skip
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known section; valid: {', '.join(known)}")
@@ -338,6 +390,8 @@ def params_from_dict(raw: Any) -> Params:
         teacher=build_dataclass(TrainConfig, raw.get("teacher"), "teacher"),
         student=build_dataclass(TrainConfig, raw.get("student"), "student"),
         kd=build_kd_config(raw.get("kd")),
+        extract=build_dataclass(ExtractConfig, raw.get("extract"), "extract"),
+        analyze=build_dataclass(AnalyzeConfig, raw.get("analyze"), "analyze"),
         extra=types.MappingProxyType({k: raw[k] for k in RESERVED_SECTIONS if k in raw}),
     )
 

@@ -1,0 +1,55 @@
+"""DVC stage `analyze`: CKA, dimensionality, separability, ICA and SAEs from the cached
+activations, to metrics/analysis.json and plots/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from kdlab.stages._common import run_stage
+
+log = logging.getLogger("kdlab.analyze")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--activations", type=Path, required=True)
+    parser.add_argument("--teacher", type=Path, required=True, help="teacher model.pt")
+    parser.add_argument("--student", type=Path, required=True, help="student model.pt")
+    parser.add_argument("--metrics", type=Path, required=True, help="analysis.json to write")
+    parser.add_argument("--figures", type=Path, required=True, help="directory for PNGs")
+    parser.add_argument("--plot-data", type=Path, required=True, help="directory for plot JSON")
+
+
+def body(args: argparse.Namespace) -> None:
+    from kdlab.analysis.pipeline import analyze_cache
+    from kdlab.analysis.plots import write_figures, write_plot_data
+    from kdlab.distill import load_checked_params
+    from kdlab.extract.activations import ActivationCache
+    from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+
+    params = load_checked_params(args.params)
+    seed_everything(params.seed)
+    device = resolve_device(params.device)
+    configure_torch(device)
+    cache = ActivationCache(args.activations)
+    cache.check_fresh({"teacher": args.teacher, "student": args.student})
+    result = analyze_cache(cache, params.analyze, params.seed, device)
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+    write_plot_data(result, args.plot_data)
+    figures = write_figures(result, args.figures)
+    log.info(
+        "wrote %d metrics to %s and %d figures", len(result.metrics), args.metrics, len(figures)
+    )
+
+
+def main(argv=None) -> int:
+    return run_stage("analyze", add_args, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
