@@ -44,6 +44,28 @@ def cmd_kd_scale(args: argparse.Namespace) -> None:
         print(markdown_table(rows))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Tables and figures across finished experiments (`dvc exp show`), into plots/report/."""
+    import datetime as dt
+
+    from kdlab.analysis import report as rep
+
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise ConfigError(f"--since must be a date like 2026-11-21 or 2026-11-21T14:00, "
+                              f"got {args.since!r}") from None  # fmt: skip
+    runs = rep.select(rep.load_experiments(args.repo), args.only)
+    report = rep.build_report(runs, rep._grid_seeds(args.repo / "params.yaml"))
+    written = rep.write_report(report, args.repo / args.out, args.alignment, since)
+    print(rep.markdown_summary(report), end="")
+    if since is not None:
+        print(rep.since_report(report, since), end="")
+    print(f"wrote {len(written)} files to {args.repo / args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--batch", type=int, default=64)
     scale.add_argument("--json", action="store_true", help="JSON rows instead of a table")
     scale.set_defaults(func=cmd_kd_scale)
+    report = sub.add_parser("report", help="tables and figures across finished experiments")
+    report.add_argument("--repo", type=Path, default=Path("."))
+    report.add_argument("--out", type=Path, default=Path("plots/report"))
+    report.add_argument("--since", help="also list experiments finished since this date")
+    report.add_argument("--only", help="experiment names matching this glob, e.g. 'cifar100-*'")
+    report.add_argument("--alignment", default="cka/embedding",
+                        help="analysis metric on the x axis of the accuracy scatter")  # fmt: skip
+    report.set_defaults(func=cmd_report)
     return parser
 
 

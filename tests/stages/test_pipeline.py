@@ -8,12 +8,13 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from kdlab.training.checkpoint import load_checkpoint
 
-from ..conftest import REPO_ROOT, run, tiny_params, write_params
+from ..conftest import REPO_ROOT, VENV_BIN, run, tiny_params, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,8 @@ ALL_STAGES = {
 }
 AFTER_STUDENT = {"train_student", "extract", "analyze"}
 TINY = {"teacher.epochs": EPOCHS, "student.epochs": EPOCHS,
-        "teacher.save_epochs": [1], "student.save_epochs": [1]}  # fmt: skip
+        "teacher.save_epochs": [1], "student.save_epochs": [1],
+        "extract.n_samples": 128, "analyze.sae_epochs": 5, "analyze.ica_components": 4}  # fmt: skip
 
 
 def git(repo: Path, *args: str) -> str:
@@ -120,7 +122,7 @@ def test_declared_outputs_exist_and_are_sane(repo):
     assert [row["epoch"] for row in by_epoch] == [1, EPOCHS]  # milestone 1, then final
     meta = json.loads((repo / "data/activations/metadata.json").read_text())
     assert set(meta["models"]) == {"teacher", "student", "teacher@epoch_0001", "student@epoch_0001"}
-    assert meta["n"] == 256
+    assert meta["n"] == 128
     lock = (repo / "dvc.lock").read_text()
     assert "alpha: 0.5" in lock and "md5:" in lock
 
@@ -249,7 +251,48 @@ def test_vit_student_with_attention_in_the_pipeline(repo, restore):
     import numpy as np
 
     weights = np.load(repo / "data/activations" / meta["arrays"][attn[0]]["file"])
-    assert weights.shape == (256, 4, 17, 17)  # (N, heads, T, T): 16 patches + class token
+    assert weights.shape == (128, 4, 17, 17)  # (N, heads, T, T): 16 patches + class token
     assert np.allclose(weights.sum(axis=-1), 1.0, atol=1e-4)
     analysis = json.loads((repo / "metrics/analysis.json").read_text())
     assert "cka/embedding" in analysis and "effdim/student/block4" in analysis
+
+
+def test_kdlab_report_on_a_real_grid(repo, restore):
+    """2 methods × 2 seeds finished, a baseline with one of two seeds, and one failed run."""
+    grid = [("report-logit-s0", "logit", 0), ("report-logit-s1", "logit", 1),
+            ("report-at-s0", "at", 0), ("report-at-s1", "at", 1),
+            ("report-none-s0", "none", 0)]  # fmt: skip
+    for name, method, seed in grid:
+        dvc(repo, "exp", "run", "-n", name, "-S", f"kd.method={method}", "-S", f"seed={seed}")
+    # A failed run leaves a record only through the queue: refused at once (unknown layer).
+    dvc(repo, "exp", "run", "--queue", "-n", "report-broken", "-S", "kd.method=fitnets",
+        "-S", "kd.fitnets.hint_layer=stage9")  # fmt: skip
+    try:
+        dvc(repo, "queue", "start", "-j", "1")
+        deadline = time.monotonic() + 300
+        while queue_states(repo).get("report-broken") not in ("Success", "Failed"):
+            assert time.monotonic() < deadline, queue_states(repo)
+            time.sleep(1)
+    finally:
+        run(["dvc", "queue", "stop"], cwd=repo, check=False)
+    assert queue_states(repo)["report-broken"] == "Failed"
+
+    proc = run([str(VENV_BIN / "kdlab"), "report", "--only", "report-*", "--since", "2000-01-01"],
+               cwd=repo)  # fmt: skip
+    out_dir = repo / "plots/report"
+    summary = (out_dir / "summary.md").read_text()
+    assert "| digits | resnet8→resnet8 | logit | 0.5 | 2 |" in summary
+    assert "| digits | resnet8→resnet8 | at | 0.5 | 2 |" in summary
+    assert "| digits | resnet8→resnet8 | none | – | 1 |" in summary
+    assert "digits/resnet8→resnet8/none: seed 1 missing" in summary
+    table = pd.read_csv(out_dir / "summary.csv")
+    logit = table[table["method"] == "logit"].iloc[0]
+    assert logit["n"] == 2 and logit["acc std"] >= 0 and 0.3 < logit["acc mean"] <= 1
+    assert {"cka/stage3 mean", "cka/embedding std"} <= set(table.columns)
+    pair = "resnet8-to-resnet8"
+    for figure in (f"alpha_sweep_digits_{pair}.png", f"heatmap_digits_{pair}.png",
+                   "acc_vs_alignment.png"):  # fmt: skip
+        assert (out_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
+    since = (out_dir / "since.md").read_text()
+    assert "5 experiment(s)" in since and "Best per method" in since
+    assert "report-broken" in proc.stdout  # listed, not dropped
