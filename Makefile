@@ -2,6 +2,8 @@
 #   make repro   install the pinned environment, then `dvc repro` (embedded digits dataset)
 #   make test    install the pinned environment, then the whole test suite
 # uv is bootstrapped into .tools/ (from PyPI, pinned) when it is not already on PATH.
+# Bytecode is compiled at install time: with PYTHONDONTWRITEBYTECODE set (as on CI machines),
+# every stage process would otherwise recompile torch from source (about 6 s each).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -30,7 +32,7 @@ format: install
 install: .venv/.synced
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 .tools/bin/uv:

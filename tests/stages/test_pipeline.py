@@ -185,8 +185,9 @@ def test_queued_experiments_share_teacher_and_paraphraser_via_the_run_cache(repo
     the other restores both from DVC's run-cache."""
     names = ["seed1-ft-a0.3", "seed1-ft-a0.7"]
     for name, alpha in zip(names, ("0.3", "0.7"), strict=True):
-        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"kd.alpha={alpha}",
-            "-S", "kd.method=ft", "-S", "kd.ft.paraphraser_epochs=1")  # fmt: skip
+        dvc(repo, "exp", "run", "--queue", "train_student", "-n", name, "-S", "seed=1",
+            "-S", f"kd.alpha={alpha}", "-S", "kd.method=ft",
+            "-S", "kd.ft.paraphraser_epochs=1")  # fmt: skip
     try:
         dvc(repo, "queue", "start", "-j", "1")
         deadline = time.monotonic() + 600
@@ -214,9 +215,10 @@ def test_queued_experiments_share_teacher_and_paraphraser_via_the_run_cache(repo
 @pytest.mark.parametrize("method", ["none", "logit", "fitnets", "at", "nst", "rkd", "ft"])
 def test_every_method_runs_as_a_dvc_experiment(repo, restore, method):
     name = f"method-{method}"
-    out = dvc(repo, "exp", "run", "-n", name, "-S", f"kd.method={method}",
+    # Up to the student: extract/analyze are exercised by the other pipeline tests.
+    out = dvc(repo, "exp", "run", "train_student", "-n", name, "-S", f"kd.method={method}",
               "-S", "kd.ft.paraphraser_epochs=2")  # fmt: skip
-    assert ran_stages(out) >= AFTER_STUDENT, out
+    assert "train_student" in ran_stages(out), out
     assert "train_teacher" not in ran_stages(out)  # the teacher is shared, never retrained
     row = next(r for r in exp_rows(repo) if r["name"] == name)
     assert row["params"]["kd"]["method"] == method
@@ -260,8 +262,9 @@ def test_vit_student_with_attention_in_the_pipeline(repo, restore):
 def test_kdlab_report_on_a_real_grid(repo, restore):
     """2 methods × 2 seeds finished, a baseline with one of two seeds, and one failed run."""
     grid = [("report-logit-s0", "logit", 0), ("report-logit-s1", "logit", 1),
-            ("report-at-s0", "at", 0), ("report-at-s1", "at", 1),
-            ("report-none-s0", "none", 0)]  # fmt: skip
+            ("report-at-s0", "at", 0), ("report-at-s1", "at", 1)]  # fmt: skip
+    params = tiny_params(**TINY, **{"grid": {"seeds": [0, 1, 2]}})  # seed 2 never ran
+    write_params(repo / "params.yaml", params)
     for name, method, seed in grid:
         dvc(repo, "exp", "run", "-n", name, "-S", f"kd.method={method}", "-S", f"seed={seed}")
     # A failed run leaves a record only through the queue: refused at once (unknown layer).
@@ -283,8 +286,9 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
     summary = (out_dir / "summary.md").read_text()
     assert "| digits | resnet8→resnet8 | logit | 0.5 | 2 |" in summary
     assert "| digits | resnet8→resnet8 | at | 0.5 | 2 |" in summary
-    assert "| digits | resnet8→resnet8 | none | – | 1 |" in summary
-    assert "digits/resnet8→resnet8/none: seed 1 missing" in summary
+    assert "digits/resnet8→resnet8/logit/alpha=0.5: seed 2 missing" in summary
+    assert "digits/resnet8→resnet8/at/alpha=0.5: seed 2 missing" in summary
+    assert "report-broken: failed" in summary
     table = pd.read_csv(out_dir / "summary.csv")
     logit = table[table["method"] == "logit"].iloc[0]
     assert logit["n"] == 2 and logit["acc std"] >= 0 and 0.3 < logit["acc mean"] <= 1
@@ -294,5 +298,5 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
                    "acc_vs_alignment.png"):  # fmt: skip
         assert (out_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
     since = (out_dir / "since.md").read_text()
-    assert "5 experiment(s)" in since and "Best per method" in since
+    assert "4 experiment(s)" in since and "Best per method" in since
     assert "report-broken" in proc.stdout  # listed, not dropped
