@@ -139,6 +139,17 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     )
 
 
+def _panel_grid(n: int, width: float, height: float, per_row: int = 3):
+    """n panels in rows of `per_row`; unused panels are hidden. Returns (figure, flat axes)."""
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def _slug(text: str) -> str:
     return text.replace("→", "-to-").replace("/", "_")
 
@@ -169,8 +180,8 @@ def markdown_summary(report: Report) -> str:
 def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list[Path]:
     paths = []
     for (dataset, pair), rows in report.summary.groupby(["dataset", "pair"]):
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
-        for ax, metric in zip(axes[0], metrics, strict=True):
+        fig, axes = _panel_grid(len(metrics), width=4.6, height=3.6)
+        for ax, metric in zip(axes, metrics, strict=False):
             for method, group in rows.groupby("method"):
                 if group["alpha"].isna().all():  # the pure baseline: one value, drawn as a band
                     mean, std = group[f"{metric} mean"].iloc[0], group[f"{metric} std"].iloc[0]
@@ -180,12 +191,14 @@ def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list
                     continue
                 group = group.sort_values("alpha")
                 mean, std = group[f"{metric} mean"], group[f"{metric} std"].fillna(0)
-                ax.plot(group["alpha"], mean, marker="o", label=method)
-                ax.fill_between(group["alpha"], mean - std, mean + std, alpha=0.2)
+                line = ax.errorbar(group["alpha"], mean, yerr=std, marker="o", capsize=3,
+                                   label=method)  # fmt: skip
+                ax.fill_between(group["alpha"], mean - std, mean + std, alpha=0.2,
+                                color=line[0].get_color())  # fmt: skip
             ax.set_xlabel("alpha")
             ax.set_title(metric)
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        axes[0].legend(fontsize=8)
         fig.suptitle(f"{dataset}, {pair}: alpha sweeps (mean ± 1σ over seeds)")
         fig.tight_layout()
         path = out_dir / f"alpha_sweep_{dataset}_{_slug(pair)}.png"
@@ -199,8 +212,8 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
     paths = []
     kd_rows = report.summary[report.summary["alpha"].notna()]
     for (dataset, pair), rows in kd_rows.groupby(["dataset", "pair"]):
-        fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.4), squeeze=False)
-        for ax, layer in zip(axes[0], layers, strict=True):
+        fig, axes = _panel_grid(len(layers), width=4.2, height=3.4)
+        for ax, layer in zip(axes, layers, strict=False):
             table = rows.pivot_table(index="method", columns="alpha", values=f"{layer} mean")
             image = ax.imshow(table.values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
@@ -213,8 +226,8 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
                                 color="white" if value < 0.6 else "black")  # fmt: skip
             ax.set_xlabel("alpha")
             ax.set_title(layer)
-        fig.colorbar(image, ax=axes[0].tolist(), label="mean CKA")
-        fig.suptitle(f"{dataset}, {pair}: method × alpha")
+        fig.colorbar(image, ax=axes, label="mean CKA")
+        fig.suptitle(f"{dataset}, {pair}: method × alpha", y=1.04)
         path = out_dir / f"heatmap_{dataset}_{_slug(pair)}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
