@@ -259,8 +259,10 @@ def since_report(report: Report, since: dt.datetime) -> str:
     stamps = pd.to_datetime(report.finished["timestamp"], errors="coerce")
     recent = report.finished[stamps >= since]
     lines = [f"# Finished since {since.isoformat()}: {len(recent)} experiment(s)", ""]
-    lines += [f"- {r['name']} ({r['dataset']}, {r['pair']}, {r['method']}, alpha={r['alpha']}, "
-              f"seed={r['seed']}): acc {r['acc']:.4f}" for _, r in recent.iterrows()]  # fmt: skip
+    for _, r in recent.iterrows():
+        alpha = "–" if pd.isna(r["alpha"]) else f"{r['alpha']:g}"
+        lines.append(f"- {r['name']} ({r['dataset']}, {r['pair']}, {r['method']}, alpha={alpha}, "
+                     f"seed={r['seed']}): acc {r['acc']:.4f}")  # fmt: skip
     if len(recent):
         lines += ["", "## Best per method (test accuracy)", ""]
         best = recent.loc[recent.groupby("method")["acc"].idxmax()]
