@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from kdlab.data import sources
 from kdlab.data.download import RemoteFile
 from kdlab.data.sources import BuildContext
+from kdlab.fsutil import atomic_directory
 
 SPLIT_SEED = 20_261_121
 """Seed of the train/test split for datasets without an official one (fixed, not `seed`)."""
@@ -154,22 +153,13 @@ def check_arrays(arrays: Arrays) -> None:
 def write_dataset(arrays: Arrays, name: str, out_dir: Path) -> dict:
     """Write arrays + meta.json into `out_dir` atomically: a temp dir renamed into place."""
     check_arrays(arrays)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         hashes = {}
         for key in ARRAY_FILES:
             np.save(tmp_dir / f"{key}.npy", getattr(arrays, key))
             hashes[key] = sha256_file(tmp_dir / f"{key}.npy")
         meta = make_meta(name, arrays, hashes)
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return meta
 
 

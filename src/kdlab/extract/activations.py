@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import torch
 from kdlab.data.loader import BatchLoader, Split
 from kdlab.errors import DataError
 from kdlab.extract.attention import capture_attention, mha_modules
+from kdlab.fsutil import atomic_directory
 from kdlab.models import FeatureModel
 
 FORMAT = "kdlab.activations/1"
@@ -119,13 +117,10 @@ def extract_all(
     attention: bool = True,
 ) -> dict:
     """Extract every model's layers on split[indices] into `out_dir` (atomically); metadata."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     idx = torch.as_tensor(indices, device=split.images.device)
     sample = Split(split.images[idx], split.labels[idx])
     loader = BatchLoader(sample, batch_size, mean, std, train=False)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         writer = _ArrayWriter(tmp_dir, len(indices), dtype)
         model_info = {}
         for name, (model, info) in models.items():
@@ -139,12 +134,6 @@ def extract_all(
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
                     "models": model_info, "arrays": arrays}  # fmt: skip
         (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return metadata
 
 
