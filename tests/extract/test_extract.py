@@ -57,6 +57,8 @@ def test_memmap_round_trip_is_exact(tmp_path, dtype):
     cache = ActivationCache(tmp_path / "acts")
     assert cache.models() == ["teacher", "student"] and meta["n"] == 25
     assert np.array_equal(cache.indices, indices)
+    assert meta["indices"] == indices.tolist()
+    assert meta["arrays"]["teacher/stage3"]["shape"] == [25, 64, 2, 2]
     assert np.array_equal(cache.labels, split.labels[indices].numpy())
     (images, _), = list(BatchLoader(Split(split.images[indices], split.labels[indices]), 100,
                                     [0.5], [0.25], train=False))  # fmt: skip

@@ -2,7 +2,8 @@
 
 Layout of an activation cache directory:
 
-    metadata.json                     what is here: models (checkpoint, sha256, epoch), arrays
+    metadata.json                     what is here: sample indices, models (checkpoint, sha256,
+                                      epoch, layers), arrays (file, shape, dtype)
     indices.npy  labels.npy           the test-split samples (drawn once from the seed)
     <model>__<layer>.npy              (N, ...) float32/float16, e.g. teacher__stage3.npy
     <model>__attn__<module>.npy       (N, heads, T, T) attention weights (models with MHA)
@@ -132,7 +133,8 @@ def extract_all(
         np.save(tmp_dir / "indices.npy", np.asarray(indices, dtype=np.int64))
         np.save(tmp_dir / "labels.npy", sample.labels.cpu().numpy())
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
-                    "models": model_info, "arrays": arrays}  # fmt: skip
+                    "indices": [int(i) for i in indices], "models": model_info,
+                    "arrays": arrays}  # fmt: skip
         (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata
 
