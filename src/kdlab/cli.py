@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             raise ConfigError(f"--since must be a date like 2026-11-21 or 2026-11-21T14:00, "
                               f"got {args.since!r}") from None  # fmt: skip
     runs = rep.select(rep.load_experiments(args.repo), args.only)
-    report = rep.build_report(runs, rep._grid_seeds(args.repo / "params.yaml"))
+    report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
     written = rep.write_report(report, args.repo / args.out, args.alignment, since)
     print(rep.markdown_summary(report), end="")
     if since is not None:

@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from kdlab.distill import METHODS, PairInfo, make_distiller, student_loss
-from kdlab.models import make_model, probe_shapes
+from kdlab.models import make_model
 
 DEFAULT_PAIRS = (("resnet20", "resnet8"), ("resnet56", "resnet20"), ("resnet110", "resnet56"))
 
@@ -53,8 +53,7 @@ def measure_pair(
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, channels, height, width, generator=gen)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
-    pair = PairInfo(probe_shapes(student, channels, height, width),
-                    probe_shapes(teacher, channels, height, width), artifacts or {})  # fmt: skip
+    pair = PairInfo.probe(student, teacher, image_shape, artifacts)
     with torch.no_grad():
         t_feats = teacher.forward_features(images)
         s_feats = student.forward_features(images)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 
 import pytest
 
 from kdlab.analysis import report as rep
+
+from ..conftest import VENV_BIN, tool_env
 
 
 def exp(name, method, alpha, seed, acc, cka=0.8, state=None, stamp="2026-11-20T10:00:00"):
@@ -98,3 +101,13 @@ def test_only_selects_by_name(runs):
 def test_no_experiments_is_a_clear_error():
     with pytest.raises(rep.KdlabError, match="no experiments found"):
         rep.build_report(rep.parse_exp_show([]))
+
+
+def test_report_rejects_a_bad_since_date(tmp_path):
+    proc = subprocess.run([str(VENV_BIN / "kdlab"), "report", "--since", "last tuesday"],
+                          capture_output=True, text=True, env=tool_env(), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "kdlab report: error: --since must be a date like 2026-11-21 or 2026-11-21T14:00, "
+        "got 'last tuesday'"
+    )

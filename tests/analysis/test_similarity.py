@@ -109,3 +109,11 @@ def test_cka_matrix_layers_and_values(xy):
     ):
         assert matrix[i][j] == pytest.approx(linear_cka(t, s), abs=1e-10)
     assert matrix[1][0] == pytest.approx(1.0)
+
+
+def test_debiased_cka_matrix_uses_the_unbiased_estimator(xy):
+    x, y = xy
+    _, _, matrix = cka_matrix({"a": x}, {"a": x, "b": y}, debiased=True)
+    assert matrix[0][0] == pytest.approx(1.0, abs=1e-12)
+    assert matrix[0][1] == pytest.approx(debiased_cka(x, y), abs=1e-12)
+    assert matrix[0][1] != pytest.approx(linear_cka(x, y), abs=1e-6)  # not the biased value

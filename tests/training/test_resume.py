@@ -217,3 +217,16 @@ def test_resume_restores_the_methods_own_modules(method, tmp_path, digits_dir, m
     assert any(key.startswith(module) for key in final)
     for key, tensor in expected.items():
         assert torch.equal(final[key], tensor), key
+
+
+def test_ft_without_its_paraphraser_is_one_line_error(tmp_path, digits_dir, capsys):
+    work = make_workdir(tmp_path / "w", **{"kd.method": "ft"})
+    assert train_teacher.main(stage_args(work, digits_dir)) == 0
+    args = [*stage_args(work, digits_dir, "student"),
+            "--teacher", str(work / "models/teacher/model.pt")]  # fmt: skip
+    assert train_student.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "kdlab train_student: error: kd.method ft needs --paraphraser (an earlier stage's output)"
+    )
+    assert not (work / "models/student").exists()

@@ -21,7 +21,7 @@ from kdlab.analysis.dimensionality import entropy_effective_rank, participation_
 from kdlab.analysis.ica import ica_match
 from kdlab.analysis.sae import SAEConfig, dictionary_match, sae_stats, train_sae
 from kdlab.analysis.separability import fisher_criterion
-from kdlab.analysis.similarity import cka_matrix, gram_linear, unbiased_hsic
+from kdlab.analysis.similarity import cka_from_grams, cka_matrix, gram_linear
 from kdlab.config import AnalyzeConfig
 from kdlab.extract.activations import ActivationCache
 
@@ -53,15 +53,6 @@ def as_samples(acts: torch.Tensor) -> torch.Tensor:
     return acts.reshape(len(acts), -1)
 
 
-def _cka_value(gram_t, gram_s, debiased: bool) -> float:
-    from kdlab.analysis.similarity import cka_from_grams
-
-    if not debiased:
-        return cka_from_grams(gram_t, gram_s)
-    denom = torch.sqrt(unbiased_hsic(gram_t, gram_t) * unbiased_hsic(gram_s, gram_s))
-    return (unbiased_hsic(gram_t, gram_s) / denom).item()
-
-
 def cka_over_training(cache: ActivationCache, layers: list[str], debiased: bool,
                       device: torch.device, final_epoch: int) -> list[dict]:  # fmt: skip
     """CKA of the final teacher with the student at each milestone (and at the end)."""
@@ -75,7 +66,7 @@ def cka_over_training(cache: ActivationCache, layers: list[str], debiased: bool,
         row = {"epoch": epoch}
         for layer in layers:
             gram_s = gram_linear(as_tensor(cache.get(name, layer), device))
-            row[layer] = _cka_value(grams_t[layer], gram_s, debiased)
+            row[layer] = cka_from_grams(grams_t[layer], gram_s, debiased)
         rows.append(row)
     return sorted(rows, key=lambda r: r["epoch"])
 

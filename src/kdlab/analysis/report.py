@@ -88,11 +88,12 @@ def load_experiments(repo: Path) -> pd.DataFrame:
     proc = subprocess.run([dvc, "exp", "show", "--json", "-A"], cwd=repo,
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
-        raise KdlabError(f"dvc exp show failed in {repo}: {proc.stderr.strip().splitlines()[-1:]}")
+        last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KdlabError(f"dvc exp show failed in {repo}: {last_line}")
     return parse_exp_show(json.loads(proc.stdout))
 
 
-def _grid_seeds(params_path: Path) -> list[int] | None:
+def grid_seeds(params_path: Path) -> list[int] | None:
     import yaml
 
     if not params_path.exists():

@@ -45,8 +45,12 @@ def center_gram(gram_nn: torch.Tensor) -> torch.Tensor:
     return gram_nn - means[None, :] - means[:, None] + means.mean()
 
 
-def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor) -> float:
-    """CKA from two (n, n) Gram matrices (biased HSIC: the Gram form of `linear_cka`)."""
+def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool = False) -> float:
+    """CKA from two (n, n) Gram matrices: biased HSIC (the Gram form of `linear_cka`), or the
+    unbiased estimator when `debiased`."""
+    if debiased:
+        denom = torch.sqrt(unbiased_hsic(gram_x, gram_x) * unbiased_hsic(gram_y, gram_y))
+        return (unbiased_hsic(gram_x, gram_y) / denom).item()
     kx, ky = center_gram(gram_x), center_gram(gram_y)
     hsic = (kx * ky).sum()
     return (hsic / torch.sqrt((kx * kx).sum() * (ky * ky).sum())).item()
@@ -65,10 +69,7 @@ def unbiased_hsic(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
 
 def debiased_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA with the unbiased HSIC estimator (less biased for n close to the dimension)."""
-    gram_x, gram_y = gram_linear(x), gram_linear(y)
-    hsic_xy = unbiased_hsic(gram_x, gram_y)
-    denom = torch.sqrt(unbiased_hsic(gram_x, gram_x) * unbiased_hsic(gram_y, gram_y))
-    return (hsic_xy / denom).item()
+    return cka_from_grams(gram_linear(x), gram_linear(y), debiased=True)
 
 
 class CKAAccumulator:
@@ -108,16 +109,6 @@ def cka_matrix(
     """Teacher-layer × student-layer CKA via Gram matrices (each computed once)."""
     grams_t = {name: gram_linear(a) for name, a in teacher_acts.items()}
     grams_s = {name: gram_linear(a) for name, a in student_acts.items()}
-    rows = []
-    for gram_t in grams_t.values():
-        row = []
-        for gram_s in grams_s.values():
-            if debiased:
-                value = unbiased_hsic(gram_t, gram_s) / torch.sqrt(
-                    unbiased_hsic(gram_t, gram_t) * unbiased_hsic(gram_s, gram_s)
-                )
-                row.append(value.item())
-            else:
-                row.append(cka_from_grams(gram_t, gram_s))
-        rows.append(row)
+    rows = [[cka_from_grams(gram_t, gram_s, debiased) for gram_s in grams_s.values()]
+            for gram_t in grams_t.values()]  # fmt: skip
     return list(grams_t), list(grams_s), rows

@@ -45,18 +45,15 @@ def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Di
 def check_method_fits_models(params) -> None:
     """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
     from kdlab.data.datasets import DATASETS
-    from kdlab.models import make_model, probe_shapes
+    from kdlab.models import make_model
 
     if params.kd.method == "none":
         return
     spec = DATASETS[params.data.name]
-    height, width, channels = spec.image_shape
-
-    def shapes(cfg):
-        model = make_model(cfg.arch, channels, spec.num_classes, height)
-        return probe_shapes(model, channels, height, width)
-
-    pair = PairInfo(student=shapes(params.student), teacher=shapes(params.teacher))
+    height, _, channels = spec.image_shape
+    student, teacher = (make_model(cfg.arch, channels, spec.num_classes, height)
+                        for cfg in (params.student, params.teacher))  # fmt: skip
+    pair = PairInfo.probe(student, teacher, spec.image_shape)
     get_method(params.kd.method).cls.check(params.kd.method_params, pair)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.models.base import Features, ShapeInfo
+from kdlab.models.base import Features, ShapeInfo, probe_shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,16 @@ class PairInfo:
     teacher: ShapeInfo
     artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
     """Files made by earlier stages for this method (e.g. ft's pre-trained paraphraser)."""
+
+    @classmethod
+    def probe(cls, student: nn.Module, teacher: nn.Module, image_shape, artifacts=None) -> PairInfo:
+        """Read both networks' feature shapes on images of `image_shape` (H, W, C)."""
+        height, width, channels = image_shape
+        return cls(
+            student=probe_shapes(student, channels, height, width),
+            teacher=probe_shapes(teacher, channels, height, width),
+            artifacts=dict(artifacts or {}),
+        )
 
 
 class Distiller(nn.Module):

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from kdlab.errors import KdlabError
+from kdlab.errors import ConfigError, KdlabError
 
 
 def setup_logging() -> None:
@@ -52,7 +52,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 def train_stage(role: str, args: argparse.Namespace) -> None:
     """Load params, seed, read the dataset, train `role`; all the work is in kdlab.training."""
     from kdlab.data.loader import load_dataset
-    from kdlab.distill import load_checked_params
+    from kdlab.distill import get_method, load_checked_params
     from kdlab.training.run import RoleOutputs, train_role
     from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
 
@@ -62,8 +62,14 @@ def train_stage(role: str, args: argparse.Namespace) -> None:
     configure_torch(device)
     dataset = load_dataset(args.data)
     outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
-    artifacts = {}
-    if getattr(args, "paraphraser", None) is not None and params.kd.method == "ft":
-        artifacts["paraphraser"] = args.paraphraser
+    # Each method declares the files it needs (Distiller.artifacts); the stage passes those only,
+    # so a method's resume fingerprint never depends on another method's files.
+    needed = get_method(params.kd.method).cls.artifacts if role == "student" else ()
+    artifacts = {name: getattr(args, name, None) for name in needed}
+    missing = [name for name, path in artifacts.items() if path is None]
+    if missing:
+        raise ConfigError(
+            f"kd.method {params.kd.method} needs --{missing[0]} (an earlier stage's output)"
+        )
     teacher = getattr(args, "teacher", None)
     train_role(role, params, dataset, device, outputs, teacher_path=teacher, artifacts=artifacts)

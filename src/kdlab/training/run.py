@@ -25,10 +25,11 @@ import torch
 from tqdm import tqdm
 
 from kdlab.config import Params, TrainConfig
+from kdlab.data.datasets import sha256_file
 from kdlab.data.loader import BatchLoader, Dataset
 from kdlab.distill import Distiller, PairInfo, make_distiller
 from kdlab.errors import CheckpointError, ConfigError
-from kdlab.models import FeatureModel, make_model, probe_shapes
+from kdlab.models import FeatureModel, make_model
 from kdlab.training.checkpoint import (
     MODEL_FORMAT,
     RESUME_FORMAT,
@@ -73,6 +74,14 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+def role_params(role: str, params: Params) -> dict[str, Any]:
+    """The params sections that determine a role's training (checkpoint metadata, fingerprint)."""
+    sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
+    if role == "student":
+        sections["kd"] = params.section("kd")
+    return sections
+
+
 def run_fingerprint(
     role: str,
     params: Params,
@@ -81,15 +90,12 @@ def run_fingerprint(
     teacher_sha: str | None,
     artifacts: dict[str, Path] | None = None,
 ) -> str:
-    sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
-    if role == "student":
-        sections["kd"] = params.section("kd")
     identity = {
         "role": role,
-        "params": sections,
+        "params": role_params(role, params),
         "dataset_sha256": dataset.meta["sha256"],
         "teacher_sha256": teacher_sha,
-        "artifacts_sha256": {k: _sha256(Path(v)) for k, v in sorted((artifacts or {}).items())},
+        "artifacts_sha256": {k: sha256_file(Path(v)) for k, v in sorted((artifacts or {}).items())},
         "code": source_digest(),
         "device": device.type,
     }
@@ -114,21 +120,12 @@ def load_frozen_teacher(path: Path, device: torch.device) -> tuple[FeatureModel,
     """The teacher in eval mode with gradients off; also the sha256 of its file."""
     teacher, _ = load_model(path, device)
     teacher.requires_grad_(False)
-    return teacher.to(memory_format=torch.channels_last), _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    from kdlab.data.datasets import sha256_file
-
-    return sha256_file(path)
+    return teacher.to(memory_format=torch.channels_last), sha256_file(path)
 
 
 def model_payload(
     role: str, state: TrainState, cfg: TrainConfig, params: Params, dataset: Dataset
 ) -> dict:
-    sections = {"seed": params.seed, "data": params.section("data"), role: params.section(role)}
-    if role == "student":
-        sections["kd"] = params.section("kd")
     return {
         "format": MODEL_FORMAT,
         "role": role,
@@ -138,7 +135,7 @@ def model_payload(
         "image_size": dataset.image_size,
         "state_dict": state.model.state_dict(),
         "distiller_state_dict": state.distiller.state_dict(),
-        "params": sections,
+        "params": role_params(role, params),
         "epoch": state.epoch,
         "metrics": dict(state.history[-1]) if state.history else {},
     }
@@ -215,17 +212,6 @@ def build_state(
     return TrainState(model, distiller, optimizer, make_scheduler(optimizer, cfg))
 
 
-def make_pair_info(
-    student: FeatureModel, teacher: FeatureModel, dataset: Dataset, artifacts
-) -> PairInfo:
-    height, width, channels = dataset.meta["image_shape"]
-    return PairInfo(
-        student=probe_shapes(student, channels, height, width),
-        teacher=probe_shapes(teacher, channels, height, width),
-        artifacts=dict(artifacts or {}),
-    )
-
-
 def make_loaders(cfg: TrainConfig, params: Params, dataset: Dataset, device: torch.device):
     mean, std = dataset.meta["mean"], dataset.meta["std"]
     train = BatchLoader(
@@ -263,7 +249,7 @@ def train_role(
         if teacher_path is None:
             raise ConfigError(f"kd.method {method} needs a teacher checkpoint")
         teacher, teacher_sha = load_frozen_teacher(teacher_path, device)
-        pair = make_pair_info(model, teacher, dataset, artifacts)
+        pair = PairInfo.probe(model, teacher, dataset.meta["image_shape"], artifacts)
     if role == "teacher":
         distiller = make_distiller("none")
         objective = Objective(alpha=0.0, label_smoothing=cfg.label_smoothing)
