@@ -164,9 +164,14 @@ def start_slurm(root: Path) -> SlurmCluster:
     conf = root / "slurm.conf"
     conf.write_text(
         SLURM_CONF.format(
-            node=node, root=root, munge_socket=munge_socket, ctld_port=free_port(),
-            slurmd_port=free_port(), cpus=os.cpu_count() or 1, memory=4000,
-        )  # fmt: skip
+            node=node,
+            root=root,
+            munge_socket=munge_socket,
+            ctld_port=free_port(),
+            slurmd_port=free_port(),
+            cpus=os.cpu_count() or 1,
+            memory=4000,
+        )
     )
     pids = {
         "munged": root / "munge" / "munged.pid",

@@ -66,6 +66,81 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files to {args.repo / args.out}")
 
 
+def cmd_grid_queue(args: argparse.Namespace) -> None:
+    """Queue the grid of params.yaml as DVC experiments (teachers, baselines, KD students)."""
+    from kdlab import grid
+
+    plan = grid.load_grid_plan(args.params)
+    actions = grid.queue_grid(Path("."), plan, dry_run=args.dry_run)
+    print(grid.format_plan(actions), end="")
+    new = sum(1 for _, what in actions if "queue" in what and "already" not in what)
+    verb = "would queue" if args.dry_run else "queued"
+    print(f"{len(plan)} experiments in the grid: {verb} {new}, "
+          f"{len(plan) - new} already queued or finished")  # fmt: skip
+    if new and not args.dry_run:
+        print("run them with: dvc queue start -j N   (teachers are trained once, first)")
+
+
+def _slurm_setup(args: argparse.Namespace):
+    from kdlab import grid
+    from kdlab.distill import load_checked_params
+    from kdlab.slurm import submit
+    from kdlab.slurm.config import load_slurm_config
+
+    params = load_checked_params(args.params)
+    overrides = {k: getattr(args, k, None) for k in
+                 ("partition", "account", "gpus", "cpus", "mem", "time")}  # fmt: skip
+    config = load_slurm_config(params.extra.get("slurm"), overrides)
+    experiments = submit.select(grid.load_grid_plan(args.params), args.only)
+    ctx = submit.make_context(Path("."), config, allow_dirty=getattr(args, "allow_dirty", False))
+    return ctx, experiments
+
+
+def cmd_slurm_submit(args: argparse.Namespace) -> None:
+    """Submit the grid's new and dead experiments to SLURM, one job each, teachers first."""
+    from kdlab.slurm import submit
+
+    ctx, experiments = _slurm_setup(args)
+    actions, scripts = submit.submit(ctx, experiments, dry_run=args.dry_run)
+    for name, script in scripts.items() if args.dry_run else ():
+        print(f"# ---- {name} ----\n{script}")
+    print(submit.format_actions(actions), end="")
+    skipped = sum(1 for a in actions if a.what.startswith("skipped"))
+    verb = "would submit" if args.dry_run else "submitted"
+    print(f"{len(actions)} experiments: {verb} {len(actions) - skipped}, "
+          f"{skipped} finished or still live")  # fmt: skip
+
+
+def cmd_slurm_status(args: argparse.Namespace) -> None:
+    """Each grid experiment's state: finished, a live SLURM state, dead, or new."""
+    from kdlab.slurm import submit
+
+    ctx, experiments = _slurm_setup(args)
+    print(submit.status_table(ctx, experiments), end="")
+
+
+def _add_slurm_parsers(sub) -> None:
+    slurm = sub.add_parser("slurm", help="run the grid on a SLURM cluster").add_subparsers(
+        dest="slurm_command", required=True
+    )
+    submit = slurm.add_parser("submit", help="one job per experiment; skips live and finished")
+    status = slurm.add_parser("status", help="each experiment's state")
+    for p in (submit, status):
+        p.add_argument("--params", type=Path, default=Path("params.yaml"))
+        p.add_argument("--only", help="experiments matching this glob (and their teachers)")
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch scripts only")
+    submit.add_argument("--allow-dirty", action="store_true",
+                        help="submit although tracked files have uncommitted changes")  # fmt: skip
+    for name, kind, text in (
+        ("partition", str, "sbatch --partition"), ("account", str, "sbatch --account"),
+        ("gpus", int, "GPUs per job"), ("cpus", int, "CPU cores per job"),
+        ("mem", str, "memory per job, e.g. 16G"), ("time", str, "time limit, e.g. 04:00:00"),
+    ):  # fmt: skip
+        submit.add_argument(f"--{name}", type=kind, help=f"{text} (default: params.yaml slurm:)")
+    submit.set_defaults(func=cmd_slurm_submit)
+    status.set_defaults(func=cmd_slurm_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--alignment", default="cka/embedding",
                         help="analysis metric on the x axis of the accuracy scatter")  # fmt: skip
     report.set_defaults(func=cmd_report)
+    grid = sub.add_parser("grid", help="the grid of params.yaml as DVC experiments")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True)
+    queue = grid_sub.add_parser("queue", help="dvc exp run --queue for each new experiment")
+    queue.add_argument("--params", type=Path, default=Path("params.yaml"))
+    queue.add_argument("--dry-run", action="store_true", help="print the plan, queue nothing")
+    queue.set_defaults(func=cmd_grid_queue)
+    _add_slurm_parsers(sub)
     return parser
 
 

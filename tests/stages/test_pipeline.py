@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import torch
 
 from kdlab.training.checkpoint import load_checkpoint
 
-from ..conftest import REPO_ROOT, VENV_BIN, run, tiny_params, write_params
+from ..conftest import VENV_BIN, run, tiny_params, write_params
+from ..repos import TINY, dvc, git, make_clone
 
 pytestmark = pytest.mark.integration
 
@@ -28,43 +28,6 @@ ALL_STAGES = {
     "analyze",
 }
 AFTER_STUDENT = {"train_student", "extract", "analyze"}
-TINY = {"teacher.epochs": EPOCHS, "student.epochs": EPOCHS,
-        "teacher.save_epochs": [1], "student.save_epochs": [1],
-        "extract.n_samples": 128, "analyze.sae_epochs": 5, "analyze.ica_components": 4}  # fmt: skip
-
-
-def git(repo: Path, *args: str) -> str:
-    return run(["git", *args], cwd=repo).stdout
-
-
-def dvc(repo: Path, *args: str) -> str:
-    proc = run(["dvc", *args], cwd=repo)
-    return proc.stdout + proc.stderr
-
-
-def set_identity(repo: Path) -> None:
-    git(repo, "config", "user.name", "kdlab tests")
-    git(repo, "config", "user.email", "tests@kdlab.invalid")
-
-
-def make_clone(base: Path) -> Path:
-    """The project's files (tracked + untracked, not ignored) as a repo, and a clone of it."""
-    origin, clone = base / "origin", base / "clone"
-    files = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT).stdout
-    for rel in filter(None, files.split("\0")):
-        src = REPO_ROOT / rel
-        if src.is_file():
-            (origin / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, origin / rel)
-    git(origin.parent, "init", "-q", "-b", "main", str(origin))
-    set_identity(origin)
-    git(origin, "add", "-A")
-    git(origin, "commit", "-qm", "snapshot of the working tree")
-    git(base, "clone", "-q", str(origin), str(clone))
-    set_identity(clone)
-    write_params(clone / "params.yaml", tiny_params(**TINY))
-    git(clone, "commit", "-qam", "tiny epochs for the test")
-    return clone
 
 
 def ran_stages(output: str) -> set[str]:

@@ -53,8 +53,10 @@ def train_stage(role: str, args: argparse.Namespace) -> None:
     """Load params, seed, read the dataset, train `role`; all the work is in kdlab.training."""
     from kdlab.data.loader import load_dataset
     from kdlab.distill import get_method, load_checked_params
-    from kdlab.training.run import RoleOutputs, train_role
+    from kdlab.training.once import default_store_dir, run_once
+    from kdlab.training.run import RoleOutputs, run_fingerprint, train_role
     from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+    from kdlab.training.stop import stop_on_signal
 
     params = load_checked_params(args.params)
     seed_everything(params.seed)
@@ -72,4 +74,15 @@ def train_stage(role: str, args: argparse.Namespace) -> None:
             f"kd.method {params.kd.method} needs --{missing[0]} (an earlier stage's output)"
         )
     teacher = getattr(args, "teacher", None)
-    train_role(role, params, dataset, device, outputs, teacher_path=teacher, artifacts=artifacts)
+
+    def train() -> None:
+        with stop_on_signal():
+            train_role(role, params, dataset, device, outputs, teacher, artifacts)
+
+    if role != "teacher":
+        train()
+        return
+    # Students differ per experiment; a teacher is shared by many, so it is trained once.
+    fingerprint = run_fingerprint(role, params, dataset, device, None)
+    outs = {"model": args.model_dir, "metrics": args.metrics_dir}
+    run_once(default_store_dir(), fingerprint, outs, train)

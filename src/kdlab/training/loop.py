@@ -18,6 +18,7 @@ from kdlab.config import TrainConfig
 from kdlab.data.loader import BatchLoader
 from kdlab.distill import Distiller, student_loss
 from kdlab.models import FeatureModel
+from kdlab.training import stop
 
 
 @dataclasses.dataclass
@@ -79,6 +80,7 @@ def train_one_epoch(
     sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
     seen = 0
     for images, labels in loader:
+        stop.check()
         with autocast(device):
             student = state.model.forward_features(images)
             teacher = None
@@ -127,6 +129,7 @@ def pretrain_epochs(
     for epoch in range(state.distiller.pretrain_epochs()):
         loader.set_epoch(epoch, stream=1)
         for images, _labels in loader:
+            stop.check()
             with autocast(device):
                 student = state.model.forward_features(images)
                 with torch.no_grad():

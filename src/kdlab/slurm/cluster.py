@@ -1,0 +1,89 @@
+"""The SLURM commands kdlab uses: sbatch to submit, squeue/scontrol/sacct to see job states.
+
+Every command honours SLURM_CONF from the environment, like SLURM's own tools. A test cluster
+without an accounting database answers nothing to sacct; squeue (live jobs) and scontrol (jobs
+finished within MinJobAge) are asked first, sacct only for jobs neither of them knows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+
+from kdlab.errors import KdlabError
+
+# Job states in which the job will still run or is running (squeue's long names).
+LIVE_STATES = frozenset({
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+    "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED",
+})  # fmt: skip
+GONE = "GONE"
+"""No SLURM command remembers the job (purged and no accounting)."""
+
+
+def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
+    if shutil.which(args[0]) is None:
+        raise KdlabError(f"{args[0]} not found: run kdlab slurm on a SLURM login node")
+    proc = subprocess.run(list(args), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KdlabError(f"{args[0]} failed: {message}")
+    return proc
+
+
+def sbatch(script_path: str, dependency: str | None = None) -> str:
+    """Submit a batch script; returns the job id."""
+    args = ["sbatch", "--parsable"]
+    if dependency:
+        # Without kill-on-invalid-dep, a child of a failed job would wait forever.
+        args += [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"]
+    proc = _run([*args, script_path])
+    return proc.stdout.strip().split(";")[0]
+
+
+def live_jobs() -> dict[str, tuple[str, str]]:
+    """Job id -> (job name, state) for every job squeue lists for this user."""
+    import getpass
+
+    proc = _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%j|%T"])
+    jobs = {}
+    for line in proc.stdout.splitlines():
+        job_id, name, state = line.strip().split("|", 2)
+        jobs[job_id] = (name, state)
+    return jobs
+
+
+def _scontrol_state(job_id: str) -> str | None:
+    proc = _run(["scontrol", "-o", "show", "job", job_id], check=False)
+    if proc.returncode != 0:
+        return None
+    for word in proc.stdout.split():
+        if word.startswith("JobState="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _sacct_state(job_id: str) -> str | None:
+    if shutil.which("sacct") is None:
+        return None
+    proc = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], check=False)
+    lines = proc.stdout.split()
+    # "CANCELLED by 0" -> CANCELLED
+    return lines[-1].split()[0] if proc.returncode == 0 and lines else None
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """State of each job: live ones from squeue, others from scontrol, then sacct, else GONE."""
+    live = live_jobs()
+    states = {}
+    for job_id in job_ids:
+        if job_id in live:
+            states[job_id] = live[job_id][1]
+        else:
+            states[job_id] = _scontrol_state(job_id) or _sacct_state(job_id) or GONE
+    return states
+
+
+def is_live(state: str) -> bool:
+    return state in LIVE_STATES

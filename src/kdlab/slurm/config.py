@@ -1,0 +1,76 @@
+"""`slurm:` in params.yaml: the resources and scripts of every experiment job."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from kdlab.config import build_dataclass, check_range
+from kdlab.errors import ConfigError
+
+_TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
+_MEM = re.compile(r"^\d+[KMGT]?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmConfig:
+    """`slurm:` resources and set-up of each experiment's job (command-line flags override)."""
+
+    partition: str = ""
+    """Partition (sbatch --partition); "" = the cluster's default."""
+    account: str = ""
+    """Account to charge (sbatch --account); "" = your default."""
+    gpus: int = 1
+    """GPUs per experiment (sbatch --gpus); 0 = a CPU job."""
+    cpus: int = 4
+    """CPU cores per experiment (sbatch --cpus-per-task)."""
+    mem: str = "16G"
+    """Memory per experiment (sbatch --mem), e.g. 16G; "" = the partition's default."""
+    time: str = "04:00:00"
+    """Time limit (sbatch --time): minutes, HH:MM:SS or D-HH:MM:SS."""
+    signal_seconds: int = 300
+    """USR1 this many seconds before the time limit: training checkpoints, the job requeues."""
+    scratch: str = ""
+    """Shared directory for the per-experiment workspaces; "" = .kdlab/workspaces in the repo."""
+    template: str = "slurm/experiment.sbatch"
+    """The sbatch template, relative to the repository root."""
+    setup: str = ""
+    """Shell lines run before the experiment (module load ...); the repo's .venv is on PATH."""
+    extra: tuple[str, ...] = ()
+    """More sbatch options, e.g. ["--qos=high", "--constraint=a100"]."""
+
+    def validate(self, path: str) -> None:
+        check_range(f"{path}.gpus", self.gpus, 0, 64)
+        check_range(f"{path}.cpus", self.cpus, 1, 1024)
+        check_range(f"{path}.signal_seconds", self.signal_seconds, 0, 65535)
+        if not _TIME.match(self.time):
+            raise ConfigError(
+                f"{path}.time must be minutes, HH:MM:SS or D-HH:MM:SS, got {self.time!r}"
+            )
+        if self.mem and not _MEM.match(self.mem):
+            raise ConfigError(f"{path}.mem must be a size like 16G or 4000M, got {self.mem!r}")
+        for i, option in enumerate(self.extra):
+            if not option.startswith("--"):
+                raise ConfigError(f"{path}.extra[{i}] must be an sbatch option like --qos=high, "
+                                  f"got {option!r}")  # fmt: skip
+
+    def sbatch_options(self) -> list[str]:
+        """The resource options, as `#SBATCH` arguments."""
+        options = [f"--cpus-per-task={self.cpus}", f"--time={self.time}"]
+        if self.partition:
+            options.append(f"--partition={self.partition}")
+        if self.account:
+            options.append(f"--account={self.account}")
+        if self.gpus:
+            options.append(f"--gpus={self.gpus}")
+        if self.mem:
+            options.append(f"--mem={self.mem}")
+        return options + list(self.extra)
+
+
+def load_slurm_config(raw: Any, overrides: dict[str, Any] | None = None) -> SlurmConfig:
+    """`slurm:` from params.yaml with command-line overrides (None values are ignored)."""
+    merged = dict(raw or {})
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_dataclass(SlurmConfig, merged, "slurm")
