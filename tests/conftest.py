@@ -48,8 +48,11 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, **kw)
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
+    env = {**tool_env(), **(env_extra or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode})\n"

@@ -55,8 +55,9 @@ class Context:
     def workspace(self, exp: Experiment) -> Path:
         return self.scratch / f"{exp.name}-{self.commit[:8]}"
 
-    def log_path(self, exp: Experiment) -> Path:
-        return self.state_dir / "logs" / f"{exp.name}.out"
+    def log_path(self, exp: Experiment, job_id: str = "%j") -> Path:
+        """One log per job (a requeued job keeps its id and appends to its log)."""
+        return self.state_dir / "logs" / f"{exp.name}-{job_id}.out"
 
     def script_path(self, exp: Experiment) -> Path:
         return self.state_dir / "scripts" / f"{exp.name}.sbatch"
@@ -232,7 +233,7 @@ def _submit_one(
     history = previous.job_ids if previous is not None and previous.commit == ctx.commit else []
     record = JobRecord(
         name=exp.name, job_id=job_id, commit=ctx.commit, attempts=status.attempts + 1,
-        workspace=str(ctx.workspace(exp)), log=str(ctx.log_path(exp)),
+        workspace=str(ctx.workspace(exp)), log=str(ctx.log_path(exp, job_id)),
         submitted=dt.datetime.now().isoformat(timespec="seconds"), job_ids=[*history, job_id],
     )  # fmt: skip
     ledger.put(record)

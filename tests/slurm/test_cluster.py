@@ -1,0 +1,178 @@
+"""`kdlab slurm submit` against a real single-node SLURM cluster (munged, slurmctld, slurmd).
+
+A grid of four digits experiments (teacher, baseline, two KD students) runs to the end and shows
+up in `dvc exp show`; the teacher's job ends before any student's starts; submitting again adds
+nothing; a cancelled job is seen as dead and resubmitted; a stop signal mid-training requeues
+the job, which resumes from its checkpoint and ends with an uninterrupted run's metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from ..conftest import run, tiny_params, write_params
+from ..repos import TINY, dvc, git, make_clone
+from ..services import SLURM_BINARIES, require, start_slurm
+
+pytestmark = pytest.mark.integration
+
+GRID = {"datasets": ["digits"], "methods": ["logit", "at"], "alphas": [0.5], "seeds": [0]}
+SLURM = {"gpus": 0, "cpus": 1, "mem": "", "time": "20:00"}
+NAMES = ["digits-teacher-s0", "digits-none-s0", "digits-logit-a0.5-s0", "digits-at-a0.5-s0"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    require(SLURM_BINARIES, "SLURM")
+    cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, cluster) -> Path:
+    params = tiny_params(**TINY, grid=GRID, slurm=SLURM)
+    return make_clone(tmp_path_factory.mktemp("slurm-grid"), params)
+
+
+def kdlab(repo: Path, cluster, *args: str, check: bool = True) -> str:
+    proc = run(["kdlab", *args], cwd=repo, check=check, env_extra=cluster.env)
+    return proc.stdout + proc.stderr
+
+
+def wait_finished(repo: Path, cluster, names: list[str], timeout: float = 400) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = kdlab(repo, cluster, "slurm", "status")
+        states = dict(re.findall(r"^(\S+)\s+(\S+)", table, flags=re.M))
+        if all(states.get(n) == "finished" for n in names):
+            return table
+        if any(states.get(n, "").startswith("dead") for n in names):
+            break
+        time.sleep(2)
+    logs = "\n".join(p.read_text()[-2500:] for p in (repo / ".kdlab/slurm/logs").glob("*.out"))
+    raise AssertionError(f"not all of {names} finished:\n{table}\n{logs}")
+
+
+def ledger_entry(repo: Path, name: str) -> dict:
+    return json.loads((repo / ".kdlab/slurm/ledger.json").read_text())["experiments"][name]
+
+
+def log_of(repo: Path, name: str) -> str:
+    """The log of the experiment's latest job."""
+    return Path(ledger_entry(repo, name)["log"]).read_text()
+
+
+def times(log: str, what: str) -> list[dt.datetime]:
+    return [dt.datetime.fromisoformat(t) for t in re.findall(rf"kdlab: .*{what}.*, (\S+)$", log,
+                                                             flags=re.M)]  # fmt: skip
+
+
+def job_ids(cluster) -> list[str]:
+    return sorted(cluster.command("squeue", "-h", "-o", "%i").stdout.split(), key=int)
+
+
+def test_grid_runs_on_slurm_and_shows_in_exp_show(repo, cluster):
+    out = kdlab(repo, cluster, "slurm", "submit")
+    assert out.count("submitted  job") == 4, out
+    assert re.search(r"digits-at-a0.5-s0\s+submitted\s+job \d+\s+after \d+", out), out
+    live = job_ids(cluster)
+    again = kdlab(repo, cluster, "slurm", "submit")
+    assert "submitted 0" in again and job_ids(cluster) == live, again
+
+    wait_finished(repo, cluster, NAMES)
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    names = {e["name"] for c in shown for e in (c.get("experiments") or [])}
+    assert set(NAMES) <= names
+
+    # The teacher's job ended before any student's job started, and students never trained it.
+    teacher_end = times(log_of(repo, NAMES[0]), "finished and pushed")[-1]
+    for name in NAMES[1:]:
+        log = log_of(repo, name)
+        assert times(log, "experiment")[0] >= teacher_end
+        assert "Stage 'train_teacher' is cached" in log and "training teacher" not in log
+    ledger = json.loads((repo / ".kdlab/slurm/ledger.json").read_text())["experiments"]
+    assert all(ledger[n]["attempts"] == 1 for n in NAMES)
+    assert "submitted 0" in kdlab(repo, cluster, "slurm", "submit")
+
+
+def longer_teacher(repo: Path, **changes) -> None:
+    """A new commit whose teacher trains long enough to be interrupted."""
+    params = tiny_params(**{**TINY, "teacher.epochs": 14, **changes}, grid=GRID, slurm=SLURM)
+    write_params(repo / "params.yaml", params)
+    git(repo, "commit", "-qam", f"longer teacher {changes}")
+
+
+def wait_for_log(repo: Path, name: str, pattern: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    path = Path(ledger_entry(repo, name)["log"])
+    while time.monotonic() < deadline:
+        if path.exists() and re.search(pattern, path.read_text()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} never appeared in {path}")
+
+
+def test_cancelled_job_is_seen_dead_and_resubmitted(repo, cluster):
+    longer_teacher(repo, **{"teacher.lr": 0.08})
+    out = kdlab(repo, cluster, "slurm", "submit", "--only", "digits-teacher-s0")
+    job = re.search(r"submitted\s+job (\d+)", out).group(1)
+    wait_for_log(repo, "digits-teacher-s0", r"teacher epoch 2/14")
+    cluster.command("scancel", job)
+    deadline = time.monotonic() + 60
+    while cluster.job_state(job) not in ("CANCELLED", "UNKNOWN") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = kdlab(repo, cluster, "slurm", "status", "--only", "digits-teacher-s0")
+    assert re.search(r"digits-teacher-s0\s+dead \(CANCELLED\)\s+" + job, status), status
+
+    out = kdlab(repo, cluster, "slurm", "submit", "--only", "digits-teacher-s0")
+    assert re.search(r"digits-teacher-s0\s+resubmitted\s+job \d+", out), out
+    assert "submitted 0" in kdlab(repo, cluster, "slurm", "submit", "--only", "digits-teacher-s0")
+    wait_finished(repo, cluster, ["digits-teacher-s0"])
+    entry = ledger_entry(repo, "digits-teacher-s0")
+    assert entry["attempts"] == 2 and len(entry["job_ids"]) == 2
+    # Same workspace: the resubmitted job continued from the cancelled one's checkpoint.
+    assert re.search(r"resuming from .* at epoch [1-9]", log_of(repo, "digits-teacher-s0"))
+
+
+def test_stop_signal_requeues_and_resumes_to_the_uninterrupted_result(repo, cluster, tmp_path):
+    longer_teacher(repo, **{"teacher.lr": 0.06})
+    out = kdlab(repo, cluster, "slurm", "submit", "--only", "digits-teacher-s0")
+    job = re.search(r"submitted\s+job (\d+)", out).group(1)
+    wait_for_log(repo, "digits-teacher-s0", r"teacher epoch 3/14")
+    # What SLURM sends the batch shell `signal_seconds` before the time limit.
+    cluster.command("scancel", "--batch", "--signal=USR1", job)
+    wait_finished(repo, cluster, ["digits-teacher-s0"])
+    log = log_of(repo, "digits-teacher-s0")
+    assert "received SIGUSR1" in log and f"requeueing job {job}" in log
+    resumed = re.search(r"resuming from \S+ at epoch (\d+)", log)
+    assert resumed and 3 <= int(resumed.group(1)) < 14, log
+    assert f"job {job} on" in log.split("restart 1")[0][-200:]  # same job id, requeued
+
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    ref = f"refs/exps/{commit[:2]}/{commit[2:]}/digits-teacher-s0"
+    resumed_metrics = json.loads(git(repo, "show", f"{ref}:metrics/teacher/metrics.json"))
+    # The same teacher, trained without interruption (no DVC, no shared store).
+    workspace = ledger_entry(repo, "digits-teacher-s0")["workspace"]
+    run(["python", "-m", "kdlab.stages.train_teacher", "--data", "data/digits",
+         "--model-dir", str(tmp_path / "model"), "--metrics-dir", str(tmp_path / "metrics"),
+         "--resume", str(tmp_path / "resume.pt")],
+        cwd=Path(workspace), env_extra={"PYTHONPATH": "src"})  # fmt: skip
+    uninterrupted = json.loads((tmp_path / "metrics/metrics.json").read_text())
+    assert resumed_metrics == uninterrupted
+
+
+def test_dry_run_prints_scripts_and_submits_nothing(repo, cluster):
+    longer_teacher(repo, **{"teacher.lr": 0.04})
+    before = job_ids(cluster)
+    out = kdlab(repo, cluster, "slurm", "submit", "--dry-run", "--gpus", "2", "--time", "1:00:00")
+    assert out.count("#!/bin/bash") == 4 and "#SBATCH --gpus=2" in out
+    assert "#SBATCH --time=1:00:00" in out and "#SBATCH --signal=B:USR1@300" in out
+    assert "dvc exp run -n digits-at-a0.5-s0" in out and "would submit 4" in out
+    assert job_ids(cluster) == before
