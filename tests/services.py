@@ -9,6 +9,7 @@ in CI (`CI` set), so CI can never pass by not running them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -112,6 +113,13 @@ class SlurmCluster:
         return "UNKNOWN"
 
     def stop(self) -> None:
+        """Cancel this cluster's jobs (their slurmstepd would outlive slurmd), then the daemons."""
+        import getpass
+
+        self.command("scancel", "--full", "-u", getpass.getuser(), check=False)
+        with contextlib.suppress(RuntimeError):  # stop the daemons regardless
+            wait_for(lambda: not self.command("squeue", "-h", check=False).stdout.strip(), 30,
+                     "the cancelled jobs to end")  # fmt: skip
         for name in ("slurmd", "slurmctld", "munged"):
             pid = read_pid(self.pids[name])
             if pid is not None:
