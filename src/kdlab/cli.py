@@ -76,7 +76,7 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
     new = sum(1 for _, what in actions if "queue" in what and "already" not in what)
     verb = "would queue" if args.dry_run else "queued"
     print(f"{len(plan)} experiments in the grid: {verb} {new}, "
-          f"{len(plan) - new} already queued or finished")  # fmt: skip
+          f"skipped {len(plan) - new} (queued, running or finished)")  # fmt: skip
     if new and not args.dry_run:
         print("run them with: dvc queue start -j N   (teachers are trained once, first)")
 

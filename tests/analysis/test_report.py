@@ -37,12 +37,14 @@ def runs():
                    exp("none-s0", "none", 0.5, 0, 0.68),
                    exp("none-s1", "none", 0.5, 1, 0.66),
                    exp("at-a0.9-s1", "at", 0.9, 1, None, state="failed"),
-                   exp("logit-queued", "logit", 0.5, 0, None, state="queued")]}]  # fmt: skip
+                   exp("logit-queued", "logit", 0.5, 0, None, state="queued"),
+                   # a grid teacher experiment: stale student metrics from the commit
+                   exp("cifar100-teacher-s0", "logit", 0.5, 0, 0.99)]}]  # fmt: skip
     return rep.parse_exp_show(payload)
 
 
 def test_rows_and_grid_coordinates(runs):
-    assert len(runs) == 7
+    assert len(runs) == 7  # the grid's teacher experiment is not a student result
     row = runs[runs["name"] == "at-a0.5-s1"].iloc[0]
     assert (row["dataset"], row["pair"], row["method"], row["alpha"], row["seed"]) == (
         "cifar100",

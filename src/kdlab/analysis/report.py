@@ -74,10 +74,15 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
 
 
 def parse_exp_show(entries: list[dict]) -> pd.DataFrame:
-    """Rows for every experiment (not the workspace or the baseline commits themselves)."""
+    """Rows for every student experiment (not the workspace, the baseline commits themselves,
+    or the grid's teacher experiments, which stop before the student)."""
+    from kdlab.grid import is_teacher_experiment
+
     rows = []
     for commit in entries:
         for exp in commit.get("experiments") or []:
+            if is_teacher_experiment(exp.get("name")):
+                continue
             for rev in exp.get("revs") or []:
                 rows.append(_record(rev, exp.get("name"), exp.get("executor")))
     return pd.DataFrame(rows)

@@ -1,0 +1,145 @@
+"""The grid: planning (names, order, counts), validation, and queueing into a real DVC queue."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from kdlab.cli import main
+from kdlab.grid import GridConfig, is_teacher_experiment, load_grid, plan_grid
+
+from .conftest import run, tiny_params, write_params
+from .repos import TINY, dvc, make_clone
+
+
+def test_plan_names_order_and_counts():
+    grid = GridConfig(datasets=("cifar100", "svhn"), methods=("at", "rkd"), alphas=(0.5, 0.9),
+                      seeds=(0, 1, 2))  # fmt: skip
+    plan = plan_grid(grid)
+    roles = [e.role for e in plan]
+    # teachers first, then baselines (not crossed with alpha), then KD students
+    assert roles == ["teacher"] * 6 + ["baseline"] * 6 + ["student"] * 24
+    names = [e.name for e in plan]
+    assert len(set(names)) == len(names)
+    assert "cifar100-teacher-s1" in names and "cifar100-none-s1" in names
+    at = next(e for e in plan if e.name == "cifar100-at-a0.5-s1")
+    assert at.teacher == "cifar100-teacher-s1" and at.targets == ()
+    assert at.set_params == ["data.name=cifar100", "seed=1", "kd.method=at", "kd.alpha=0.5"]
+    teacher = plan[0]
+    assert teacher.targets == ("train_teacher",) and teacher.teacher is None
+    assert teacher.queue_command() == (
+        "dvc exp run --queue -n cifar100-teacher-s0 -S data.name=cifar100 -S seed=0 train_teacher"
+    )
+    assert plan_grid(grid) == plan  # deterministic
+    assert len(plan_grid(GridConfig(baseline=False, seeds=(0, 1)))) == 4
+
+
+def test_teacher_names_are_recognised():
+    assert is_teacher_experiment("cifar100-teacher-s12")
+    assert not is_teacher_experiment("cifar100-at-a0.5-s1")
+    assert not is_teacher_experiment(None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"methods": ["at", "dino"]},
+            "grid.methods[1] must be one of at, fitnets, ft, logit, nst, rkd",
+        ),
+        ({"methods": ["none"]}, "grid.methods[0] must be one of at, fitnets, ft, logit, nst, rkd"),
+        ({"alphas": [0.0]}, "grid.alphas[0] must be in (0, 1]"),
+        ({"alphas": [1.5]}, "grid.alphas[0] must be in (0, 1]"),
+        ({"seeds": [0, 0]}, "grid.seeds lists a value twice"),
+        ({"seeds": []}, "grid.seeds must not be empty"),
+        ({"datasets": ["mnist"]}, "grid.datasets[0] must be one of digits"),
+        ({"method": ["at"]}, "grid.method is not a known key"),
+    ],
+)
+def test_bad_grid_is_one_clear_line(raw, message):
+    with pytest.raises(Exception, match=re.escape(message)):
+        load_grid(raw)
+
+
+def test_cli_bad_grid_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
+    write_params(tmp_path / "params.yaml", tiny_params(grid={"alphas": [2]}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["grid", "queue", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "kdlab grid: error: grid.alphas[0] must be in (0, 1], got 2.0"
+    ]
+
+
+def test_cli_without_grid_section(tmp_path, monkeypatch, capsys):
+    params = tiny_params()
+    params.pop("grid", None)
+    write_params(tmp_path / "params.yaml", params)
+    monkeypatch.chdir(tmp_path)
+    assert main(["grid", "queue"]) == 2
+    assert "has no grid: section" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The real DVC queue
+# ----------------------------------------------------------------------------------------------
+
+GRID = {"datasets": ["digits"], "methods": ["logit"], "alphas": [0.5], "seeds": [0]}
+NAMES = ["digits-teacher-s0", "digits-none-s0", "digits-logit-a0.5-s0"]
+
+
+def actions(output: str) -> dict[str, str]:
+    """name -> action from `kdlab grid queue`'s table."""
+    return {m[0]: m[1] for m in re.findall(r"^(\S+)\s{2,}(.+?)\s{2,}dvc exp run", output, re.M)}
+
+
+def queue_rows(repo: Path) -> dict[str, str]:
+    """name -> status from `dvc queue status` (name is the 2nd column, status the last)."""
+    rows = {}
+    for line in dvc(repo, "queue", "status").splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] in NAMES:
+            rows[words[1]] = words[-1]
+    return rows
+
+
+@pytest.mark.integration
+def test_grid_queue_is_idempotent_and_trains_each_teacher_once(tmp_path):
+    repo = make_clone(tmp_path, tiny_params(**TINY, grid=GRID))
+    dry = run(["kdlab", "grid", "queue", "--dry-run"], cwd=repo).stdout
+    assert "would queue 3," in dry and not queue_rows(repo)
+    first = run(["kdlab", "grid", "queue"], cwd=repo).stdout
+    assert "queued 3," in first and queue_rows(repo) == dict.fromkeys(NAMES, "Queued")
+    second = run(["kdlab", "grid", "queue"], cwd=repo).stdout
+    assert actions(second) == dict.fromkeys(NAMES, "already queued")
+
+    try:
+        dvc(repo, "queue", "start", "-j", "2")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            rows = queue_rows(repo)
+            if rows and all(s in ("Success", "Failed") for s in rows.values()):
+                break
+            time.sleep(2)
+    finally:
+        run(["dvc", "queue", "stop"], cwd=repo, check=False)
+    assert rows == dict.fromkeys(NAMES, "Success"), rows
+
+    logs = {name: dvc(repo, "queue", "logs", name) for name in NAMES}
+    # Two workers start two experiments at once, so which one trains the teacher is up to
+    # DVC; that exactly one does is kdlab's guarantee.
+    trained = [name for name, log in logs.items() if "training teacher" in log]
+    assert len(trained) == 1, {n: log[-2000:] for n, log in logs.items()}
+    for name in set(NAMES) - set(trained):
+        # restored from the run-cache, or (if it started while the teacher was training)
+        # copied from the published run after waiting for the experiment training it
+        assert ("Stage 'train_teacher' is cached" in logs[name]
+                or "already trained by another experiment" in logs[name]), logs[name]  # fmt: skip
+
+    third = run(["kdlab", "grid", "queue"], cwd=repo).stdout
+    assert actions(third) == dict.fromkeys(NAMES, "finished") and "queued 0," in third
+    shown = dvc(repo, "exp", "show", "--no-pager", "--csv")
+    assert all(name in shown for name in NAMES)
