@@ -1,0 +1,112 @@
+"""Submission logic without a cluster: params, the rendered script, selection, the ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kdlab.errors import ConfigError, KdlabError
+from kdlab.grid import GridConfig, plan_grid
+from kdlab.slurm.config import SlurmConfig, load_slurm_config
+from kdlab.slurm.ledger import JobRecord, Ledger, locked_ledger
+from kdlab.slurm.submit import Context, render_script, select
+
+from ..conftest import REPO_ROOT
+
+
+def context(tmp_path: Path, **config) -> Context:
+    template = tmp_path / "slurm/experiment.sbatch"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_text((REPO_ROOT / "slurm/experiment.sbatch").read_text())
+    return Context(tmp_path, "ab" * 20, tmp_path / ".dvc/cache", False, SlurmConfig(**config))
+
+
+def test_config_overrides_and_sbatch_options():
+    cfg = load_slurm_config({"partition": "gpu", "gpus": 1, "time": "2-00:00:00"},
+                            {"gpus": 4, "account": None, "mem": "64G"})  # fmt: skip
+    assert cfg.gpus == 4 and cfg.mem == "64G" and cfg.account == ""
+    assert cfg.sbatch_options() == ["--cpus-per-task=4", "--time=2-00:00:00", "--partition=gpu",
+                                    "--gpus=4", "--mem=64G"]  # fmt: skip
+    assert "--gpus" not in " ".join(load_slurm_config({"gpus": 0}).sbatch_options())
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"time": "4h"}, "slurm.time must be minutes, HH:MM:SS or D-HH:MM:SS, got '4h'"),
+        ({"mem": "lots"}, "slurm.mem must be a size like 16G or 4000M"),
+        ({"gpus": -1}, "slurm.gpus must be in [0, 64]"),
+        ({"cpus": 0}, "slurm.cpus must be in [1, 1024]"),
+        ({"extra": ["qos=high"]}, "slurm.extra[0] must be an sbatch option like --qos=high"),
+        ({"partitions": "gpu"}, "slurm.partitions is not a known key"),
+    ],
+)
+def test_bad_slurm_params_are_one_clear_line(raw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_slurm_config(raw)
+
+
+def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
+    ctx = context(tmp_path, partition="gpu", account="lab", gpus=2, extra=("--qos=high",))
+    student = next(e for e in plan_grid(GridConfig(methods=("at",))) if e.role == "student")
+    script = render_script(ctx, student)
+    assert not re.search(r"\{\{\w+\}\}", script)
+    for line in ("#SBATCH --job-name=kdlab-digits-at-a0.5-s0", "#SBATCH --requeue",
+                 "#SBATCH --signal=B:USR1@300", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=lab", "#SBATCH --gpus=2", "#SBATCH --qos=high",
+                 "COMMIT=" + "ab" * 20):  # fmt: skip
+        assert line in script.splitlines(), line
+    assert ("dvc exp run -n digits-at-a0.5-s0 -S data.name=digits -S seed=0 -S kd.method=at "
+            "-S kd.alpha=0.5 &") in script  # fmt: skip
+    assert "dvc exp push --no-cache origin" in script  # shared cache, no DVC remote
+    # every #SBATCH line comes before the first command, or sbatch ignores it
+    lines = script.splitlines()
+    first_command = next(i for i, x in enumerate(lines) if x and not x.startswith("#"))
+    assert all(i < first_command for i, x in enumerate(lines) if x.startswith("#SBATCH"))
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_remote_makes_jobs_fetch_and_push_the_run_cache(tmp_path):
+    ctx = context(tmp_path)
+    ctx = Context(ctx.repo, ctx.commit, ctx.cache_dir, True, ctx.config)
+    script = render_script(ctx, plan_grid(GridConfig())[0])
+    assert "dvc fetch --run-cache" in script and "dvc exp push --run-cache origin" in script
+    assert script.rstrip().endswith('pushed to $REPO, $(date -Is)"')
+
+
+def test_unknown_template_field_is_reported(tmp_path):
+    ctx = context(tmp_path)
+    (tmp_path / "slurm/experiment.sbatch").write_text("#!/bin/bash\n{{gpu_count}}\n")
+    with pytest.raises(ConfigError, match=r"slurm.template uses \{\{gpu_count\}\}"):
+        render_script(ctx, plan_grid(GridConfig())[0])
+
+
+def test_select_adds_the_teachers_it_needs():
+    plan = plan_grid(GridConfig(methods=("at", "logit"), seeds=(0, 1)))
+    chosen = [e.name for e in select(plan, "digits-at-*-s1")]
+    assert chosen == ["digits-teacher-s1", "digits-at-a0.5-s1"]
+    with pytest.raises(ConfigError, match="matches no experiment"):
+        select(plan, "cifar*")
+
+
+def test_ledger_round_trip_and_corruption(tmp_path):
+    path = tmp_path / "ledger.json"
+    record = JobRecord("a", "12", "c0ffee", 1, "/ws/a", "/logs/a-12.out", "2026-11-21T10:00:00",
+                       ["12"])  # fmt: skip
+    with locked_ledger(path) as ledger:
+        ledger.put(record)
+    assert Ledger(path).get("a") == record
+    assert json.loads(path.read_text())["experiments"]["a"]["job_id"] == "12"
+    with pytest.raises(RuntimeError), locked_ledger(path) as ledger:
+        ledger.put(JobRecord("b", "13", "c0ffee", 1, "", "", "", ["13"]))
+        raise RuntimeError("sbatch of the next one failed")
+    assert Ledger(path).get("b") is not None  # submitted jobs stay recorded
+    path.write_text('{"experiments": {"a": {"name": "a"')
+    with pytest.raises(KdlabError, match=r"ledger .* is corrupt"):
+        Ledger(path)
