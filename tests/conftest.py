@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,41 @@ def digits_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "digits"
     prepare_dataset("digits", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real sshd on 127.0.0.1 (own host and client keys, internal sftp) for SSH remotes."""
+    from .services import SSH_BINARIES, require, start_sshd
+
+    require(SSH_BINARIES, "sshd")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def ci_fixtures(tmp_path_factory, sshd) -> Path:
+    """Trained artefacts (a digits teacher, cached activations), by `dvc pull` as CI does.
+
+    tests/fixtures is a DVC project whose remote `ci` a lab points at its SSH server; here
+    that server is the test sshd serving tests/fixtures/remote. The project is cloned into a
+    temporary git repo first, so the pull never writes into the checkout.
+    """
+    base = tmp_path_factory.mktemp("ci-fixtures")
+    project = base / "repo" / "tests" / "fixtures"
+    tracked = run(["git", "ls-files", "-co", "--exclude-standard", "."], cwd=FIXTURES_DIR)
+    for rel in tracked.stdout.split():
+        if not rel.startswith("remote/"):
+            (project / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(FIXTURES_DIR / rel, project / rel)
+    run(["git", "init", "-q", str(base / "repo")], cwd=base)
+    env = sshd.client_home(base / "home")
+    for args in (["url", sshd.url(FIXTURES_DIR / "remote")], ["keyfile", str(sshd.client_key)]):
+        run(["dvc", "remote", "modify", "--local", "ci", *args], cwd=project)
+    pulled = run(["dvc", "pull"], cwd=project, env_extra=env)
+    assert "fetched" in pulled.stdout + pulled.stderr or "added" in pulled.stdout, pulled
+    return project

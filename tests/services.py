@@ -229,6 +229,17 @@ class SshServer:
         if pid is not None:
             stop_pid(pid)
 
+    def url(self, path: Path) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def client_home(self, home: Path) -> dict[str, str]:
+        """Environment for ssh clients (dvc): a HOME whose known_hosts holds this server's key,
+        so the user's own ~/.ssh is never read or written."""
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        kind, key = (self.root / "host_ed25519.pub").read_text().split()[:2]
+        (home / ".ssh/known_hosts").write_text(f"[127.0.0.1]:{self.port} {kind} {key}\n")
+        return {"HOME": str(home)}
+
 
 def start_sshd(root: Path) -> SshServer:
     """sshd on 127.0.0.1 with its own host key and one authorised client key, sftp internal."""

@@ -14,27 +14,8 @@ import pytest
 
 from .conftest import run
 from .repos import dvc, git, make_clone, set_identity
-from .services import SSH_BINARIES, require, start_sshd
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    require(SSH_BINARIES, "sshd")
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-def ssh_home(tmp_path: Path, server) -> dict[str, str]:
-    """A HOME whose known_hosts holds the test server's host key, and nothing else."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    host_key = (server.root / "host_ed25519.pub").read_text().split()
-    (home / ".ssh/known_hosts").write_text(f"[127.0.0.1]:{server.port} {host_key[0]} "
-                                           f"{host_key[1]}\n")  # fmt: skip
-    return {"HOME": str(home)}
 
 
 def in_env(env: dict[str, str]):
@@ -46,11 +27,10 @@ def in_env(env: dict[str, str]):
 
 
 def test_push_fresh_clone_pull_is_clean_and_repro_is_a_no_op(tmp_path, sshd):
-    env = ssh_home(tmp_path, sshd)
-    dvc_home = in_env(env)
+    dvc_home = in_env(sshd.client_home(tmp_path / "home"))
     repo = make_clone(tmp_path / "work")
     storage = tmp_path / "remote-storage"
-    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{storage}"
+    url = sshd.url(storage)
     dvc(repo, "remote", "add", "-d", "cluster", url)
     dvc(repo, "remote", "modify", "--local", "cluster", "keyfile", str(sshd.client_key))
     dvc(repo, "repro")
