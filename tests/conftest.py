@@ -108,3 +108,18 @@ def ci_fixtures(tmp_path_factory, sshd) -> Path:
     pulled = run(["dvc", "pull"], cwd=project, env_extra=env)
     assert "fetched" in pulled.stdout + pulled.stderr or "added" in pulled.stdout, pulled
     return project
+
+
+# In CI nothing may be skipped: a skipped integration test would let CI pass without running it.
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if os.environ.get("CI") and _skipped and exitstatus == 0:
+        print(f"\nCI: {len(_skipped)} tests were skipped, which CI does not allow: {_skipped[:5]}")
+        session.exitstatus = 1
