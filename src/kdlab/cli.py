@@ -16,6 +16,14 @@ def cmd_check(args: argparse.Namespace) -> None:
     from kdlab.distill import load_checked_params
 
     params = load_checked_params(args.params)
+    if "grid" in params.extra:
+        from kdlab.grid import load_grid
+
+        load_grid(params.extra["grid"])
+    if "slurm" in params.extra:
+        from kdlab.slurm.config import load_slurm_config
+
+        load_slurm_config(params.extra["slurm"])
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(

@@ -110,3 +110,19 @@ def test_ledger_round_trip_and_corruption(tmp_path):
     path.write_text('{"experiments": {"a": {"name": "a"')
     with pytest.raises(KdlabError, match=r"ledger .* is corrupt"):
         Ledger(path)
+
+
+def test_kdlab_check_validates_grid_and_slurm(tmp_path, monkeypatch, capsys):
+    from kdlab.cli import main
+
+    from ..conftest import tiny_params, write_params
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params(**{"slurm.time": "soon"}))
+    assert main(["check"]) == 2
+    assert "slurm.time must be minutes" in capsys.readouterr().err
+    write_params(tmp_path / "params.yaml", tiny_params(**{"grid.methods": ["fitnet"]}))
+    assert main(["check"]) == 2
+    assert "grid.methods[0] must be one of" in capsys.readouterr().err
+    write_params(tmp_path / "params.yaml", tiny_params())
+    assert main(["check"]) == 0
