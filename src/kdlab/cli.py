@@ -99,7 +99,15 @@ def _slurm_setup(args: argparse.Namespace):
     overrides = {k: getattr(args, k, None) for k in
                  ("partition", "account", "gpus", "cpus", "mem", "time")}  # fmt: skip
     config = load_slurm_config(params.extra.get("slurm"), overrides)
-    experiments = submit.select(grid.load_grid_plan(args.params), args.only)
+    if getattr(args, "queued", False):
+        from kdlab.slurm.queued import queued_experiments
+
+        planned = queued_experiments(Path("."))
+        if not planned:
+            raise KdlabError("the DVC queue holds no queued experiment on this commit")
+    else:
+        planned = grid.load_grid_plan(args.params)
+    experiments = submit.select(planned, args.only)
     ctx = submit.make_context(Path("."), config, allow_dirty=getattr(args, "allow_dirty", False))
     return ctx, experiments
 
@@ -110,6 +118,11 @@ def cmd_slurm_submit(args: argparse.Namespace) -> None:
 
     ctx, experiments = _slurm_setup(args)
     actions, scripts = submit.submit(ctx, experiments, dry_run=args.dry_run)
+    if args.queued and not args.dry_run:
+        from kdlab.slurm.queued import forget_queued
+
+        # SLURM has them now (or they were finished/live already): never run them locally too
+        forget_queued(Path("."), [a.exp.name for a in actions])
     for name, script in scripts.items() if args.dry_run else ():
         print(f"# ---- {name} ----\n{script}")
     print(submit.format_actions(actions), end="")
@@ -137,6 +150,9 @@ def _add_slurm_parsers(sub) -> None:
         p.add_argument("--params", type=Path, default=Path("params.yaml"))
         p.add_argument("--only", help="experiments matching this glob (and their teachers)")
     submit.add_argument("--dry-run", action="store_true", help="print the sbatch scripts only")
+    submit.add_argument("--queued", action="store_true",
+                        help="submit the experiments queued with dvc exp run --queue, not the "
+                             "grid; they leave the local queue")  # fmt: skip
     submit.add_argument("--allow-dirty", action="store_true",
                         help="submit although tracked files have uncommitted changes")  # fmt: skip
     for name, kind, text in (

@@ -176,3 +176,23 @@ def test_dry_run_prints_scripts_and_submits_nothing(repo, cluster):
     assert "#SBATCH --time=1:00:00" in out and "#SBATCH --signal=B:USR1@300" in out
     assert "dvc exp run -n digits-at-a0.5-s0" in out and "would submit 4" in out
     assert job_ids(cluster) == before
+
+
+def test_queued_experiments_go_to_slurm_and_leave_the_local_queue(repo, cluster):
+    git(repo, "checkout", "-q", "--", ".")
+    dvc(
+        repo, "exp", "run", "--queue", "-n", "mine-rkd", "-S", "kd.method=rkd", "-S", "kd.alpha=0.3"
+    )
+    out = kdlab(repo, cluster, "slurm", "submit", "--queued")
+    assert re.search(r"mine-rkd\s+submitted\s+job \d+", out), out
+    assert "mine-rkd" not in dvc(repo, "queue", "status")  # it will not also run locally
+    script = (repo / ".kdlab/slurm/scripts/mine-rkd.sbatch").read_text()
+    assert "dvc exp run -n mine-rkd -S kd.method=rkd -S kd.alpha=0.3 &" in script
+    deadline = time.monotonic() + 300
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    ref = f"refs/exps/{commit[:2]}/{commit[2:]}/mine-rkd"
+    while not git(repo, "for-each-ref", ref).strip() and time.monotonic() < deadline:
+        time.sleep(2)
+    params = git(repo, "show", f"{ref}:params.yaml")
+    assert "method: rkd" in params and "alpha: 0.3" in params
+    assert json.loads(git(repo, "show", f"{ref}:metrics/student/metrics.json"))["test"]["acc"] > 0.3

@@ -126,3 +126,13 @@ def test_kdlab_check_validates_grid_and_slurm(tmp_path, monkeypatch, capsys):
     assert "grid.methods[0] must be one of" in capsys.readouterr().err
     write_params(tmp_path / "params.yaml", tiny_params())
     assert main(["check"]) == 0
+
+
+def test_queued_params_become_overrides():
+    from kdlab.slurm.queued import param_overrides
+
+    base = {"seed": 0, "kd": {"method": "logit", "alpha": 0.5, "at": {"stages": ["stage3"]}}}
+    changed = {"seed": 2, "kd": {"method": "at", "alpha": 0.5, "at": {"stages": ["s1", "s2"]}}}
+    assert param_overrides(base, changed) == (
+        ("seed", "2"), ("kd.method", "at"), ("kd.at.stages", "[s1, s2]"))  # fmt: skip
+    assert param_overrides(base, base) == ()
