@@ -20,6 +20,43 @@ import yaml
 from kdlab.errors import ConfigError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 integers.
+
+    DVC rewrites params.yaml (`dvc exp run -S`) with ruamel.yaml, a YAML 1.2 writer, which leaves
+    `time: 20:00` unquoted; PyYAML's YAML 1.1 rules would read that back as the integer 1200.
+    """
+
+
+def _without_base60(loader: type[yaml.SafeLoader]) -> None:
+    import re
+
+    kept = {
+        first: [(tag, rx) for tag, rx in resolvers
+                if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }  # fmt: skip
+    loader.yaml_implicit_resolvers = kept
+    # PyYAML's own int and float patterns, minus their base-60 alternatives.
+    int_rx = re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)
+                            |[-+]?0x[0-9a-fA-F_]+)$""", re.X)  # fmt: skip
+    float_rx = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                              |\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)
+                              |\.(?:nan|NaN|NAN))$""", re.X)  # fmt: skip
+    loader.add_implicit_resolver("tag:yaml.org,2002:int", int_rx, list("-+0123456789"))
+    loader.add_implicit_resolver("tag:yaml.org,2002:float", float_rx, list("-+0123456789."))
+
+
+_without_base60(_Yaml12Loader)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse params YAML the way DVC writes it (no sexagesimal numbers)."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 RESERVED_SECTIONS = ("grid", "slurm")
 
 
@@ -404,7 +441,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path} not found (run from the repository root)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -99,11 +99,11 @@ def load_experiments(repo: Path) -> pd.DataFrame:
 
 
 def grid_seeds(params_path: Path) -> list[int] | None:
-    import yaml
+    from kdlab.config import load_yaml
 
     if not params_path.exists():
         return None
-    grid = (yaml.safe_load(params_path.read_text()) or {}).get("grid") or {}
+    grid = (load_yaml(params_path.read_text()) or {}).get("grid") or {}
     seeds = grid.get("seeds")
     return list(seeds) if isinstance(seeds, list) else None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kdlab.config import load_yaml
 from kdlab.grid import TEACHER_TARGET, Experiment, is_teacher_experiment, teacher_name
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _params_at(repo_root: Path, rev: str) -> dict:
 
     proc = subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=repo_root,
                           capture_output=True, text=True, check=True)  # fmt: skip
-    return yaml.safe_load(proc.stdout) or {}
+    return load_yaml(proc.stdout) or {}
 
 
 def queued_experiments(repo_root: Path) -> list[Experiment]:
