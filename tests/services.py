@@ -159,6 +159,14 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def slurm_pid_files(root: Path) -> dict[str, Path]:
+    return {
+        "munged": root / "munge" / "munged.pid",
+        "slurmctld": root / "slurmctld.pid",
+        "slurmd": root / "slurmd.pid",
+    }
+
+
 def start_slurm(root: Path) -> SlurmCluster:
     """munged, then slurmctld, then slurmd, all under `root`; waits until the node is idle."""
     root.mkdir(parents=True, exist_ok=True)
@@ -181,11 +189,7 @@ def start_slurm(root: Path) -> SlurmCluster:
             memory=4000,
         )
     )
-    pids = {
-        "munged": root / "munge" / "munged.pid",
-        "slurmctld": root / "slurmctld.pid",
-        "slurmd": root / "slurmd.pid",
-    }
+    pids = slurm_pid_files(root)
     cluster = SlurmCluster(root, conf, node, pids)
     env = {**os.environ, **cluster.env}
     try:
@@ -279,3 +283,30 @@ def start_sshd(root: Path) -> SshServer:
         server.stop()
         raise
     return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start or stop a throwaway cluster by hand, to try `kdlab slurm` on one machine (as root):
+
+    python -m tests.services start /tmp/kdlab-slurm    # prints the SLURM_CONF to export
+    python -m tests.services stop /tmp/kdlab-slurm
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("start", "stop"):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    root = Path(args[1]).resolve()
+    if args[0] == "start":
+        cluster = start_slurm(root)
+        print(f"single-node SLURM cluster running on {cluster.node}; now run:\n"
+              f"export SLURM_CONF={cluster.conf}")  # fmt: skip
+    else:
+        node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+        SlurmCluster(root, root / "slurm.conf", node, slurm_pid_files(root)).stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
