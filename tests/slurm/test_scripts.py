@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,8 +21,10 @@ def test_prepare_data_fills_the_run_cache_and_restores_params(tmp_path):
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
     assert any((repo / ".dvc/cache/runs").rglob("*")), "prepare left no run-cache entry"
     # what a job on a compute node then does: restore, not download or rebuild
+    shutil.rmtree(repo / "data/digits")
     again = run(["dvc", "repro", "prepare"], cwd=repo)
-    assert "Running stage" not in again.stdout and "cached" in again.stdout
+    assert "Running stage" not in again.stdout, again.stdout
+    assert (repo / "data/digits/meta.json").is_file()
 
 
 def test_job_scripts_are_valid_bash():
