@@ -86,7 +86,7 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
     print(f"{len(plan)} experiments in the grid: {verb} {new}, "
           f"skipped {len(plan) - new} (queued, running or finished)")  # fmt: skip
     if new and not args.dry_run:
-        print("run them with: dvc queue start -j N   (teachers are trained once, first)")
+        print("run them with: dvc queue start -j N   (each teacher is trained once)")
 
 
 def _slurm_setup(args: argparse.Namespace):
