@@ -147,14 +147,11 @@ def load_grid_plan(params_path: Path) -> list[Experiment]:
 
 def finished_experiments(repo_root: Path, baseline_rev: str) -> set[str]:
     """Names of experiments committed on `baseline_rev` (refs/exps/<ab>/<cdef...>/<name>)."""
-    import subprocess
+    from kdlab.gitutil import git_output
 
     prefix = f"refs/exps/{baseline_rev[:2]}/{baseline_rev[2:]}/"
-    proc = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", prefix],
-        cwd=repo_root, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return {line[len(prefix) :] for line in proc.stdout.split() if line.startswith(prefix)}
+    refs = git_output(repo_root, "for-each-ref", "--format=%(refname)", prefix).split()
+    return {ref[len(prefix) :] for ref in refs if ref.startswith(prefix)}
 
 
 @dataclasses.dataclass(frozen=True)

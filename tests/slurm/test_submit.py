@@ -136,3 +136,23 @@ def test_queued_params_become_overrides():
     assert param_overrides(base, changed) == (
         ("seed", "2"), ("kd.method", "at"), ("kd.at.stages", "[s1, s2]"))  # fmt: skip
     assert param_overrides(base, base) == ()
+
+
+def test_uncommitted_changes_are_refused_unless_allowed(tmp_path):
+    from kdlab.slurm.submit import make_context
+
+    from ..conftest import run
+
+    repo = context(tmp_path).repo
+    (repo / "params.yaml").write_text("seed: 0\n")
+    run(["git", "init", "-q"], cwd=repo)
+    run(["dvc", "init", "-q"], cwd=repo)
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@kdlab.invalid", "commit", "-qm", "x"],
+        cwd=repo)  # fmt: skip
+    assert make_context(repo, SlurmConfig()).commit == run(["git", "rev-parse", "HEAD"],
+                                                           cwd=repo).stdout.strip()  # fmt: skip
+    (repo / "params.yaml").write_text("seed: 1\n")
+    with pytest.raises(KdlabError, match=r"uncommitted changes \(M params.yaml\): jobs run the"):
+        make_context(repo, SlurmConfig())
+    assert make_context(repo, SlurmConfig(), allow_dirty=True).cache_dir.name == "cache"

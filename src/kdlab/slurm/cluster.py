@@ -73,9 +73,12 @@ def _sacct_state(job_id: str) -> str | None:
     return lines[-1].split()[0] if proc.returncode == 0 and lines else None
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """State of each job: live ones from squeue, others from scontrol, then sacct, else GONE."""
-    live = live_jobs()
+def job_states(
+    job_ids: Iterable[str], live: dict[str, tuple[str, str]] | None = None
+) -> dict[str, str]:
+    """State of each job: live ones from squeue (or `live`, an earlier `live_jobs()`), others
+    from scontrol, then sacct, else GONE."""
+    live = live_jobs() if live is None else live
     states = {}
     for job_id in job_ids:
         if job_id in live:

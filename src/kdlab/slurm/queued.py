@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from kdlab.config import load_yaml
+from kdlab.gitutil import git_output
 from kdlab.grid import TEACHER_TARGET, Experiment, is_teacher_experiment, teacher_name
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,7 @@ def param_overrides(base: dict, changed: dict) -> tuple[tuple[str, str], ...]:
 
 
 def _params_at(repo_root: Path, rev: str) -> dict:
-    import subprocess
-
-    proc = subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=repo_root,
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return load_yaml(proc.stdout) or {}
+    return load_yaml(git_output(repo_root, "show", f"{rev}:params.yaml")) or {}
 
 
 def queued_experiments(repo_root: Path) -> list[Experiment]:

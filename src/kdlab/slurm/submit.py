@@ -18,12 +18,12 @@ import datetime as dt
 import fnmatch
 import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from kdlab.errors import ConfigError, KdlabError
+from kdlab.gitutil import git_output
 from kdlab.grid import Experiment, finished_experiments
 from kdlab.slurm import cluster
 from kdlab.slurm.config import SlurmConfig
@@ -63,19 +63,12 @@ class Context:
         return self.state_dir / "scripts" / f"{exp.name}.sbatch"
 
 
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise KdlabError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
 def make_context(repo: Path, config: SlurmConfig, allow_dirty: bool = False) -> Context:
     """The repository's commit, DVC cache and remote; refuses uncommitted changes."""
     from dvc.repo import Repo
 
     repo = repo.resolve()
-    changed = _git(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
+    changed = git_output(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
     if changed and not allow_dirty:
         raise KdlabError(
             f"uncommitted changes ({changed[0].strip()}{', ...' if len(changed) > 1 else ''}): "
@@ -90,7 +83,7 @@ def make_context(repo: Path, config: SlurmConfig, allow_dirty: bool = False) -> 
     template = repo / config.template
     if not template.is_file():
         raise ConfigError(f"slurm.template {config.template} not found in {repo}")
-    return Context(repo, _git(repo, "rev-parse", "HEAD"), cache_dir, has_remote, config)
+    return Context(repo, git_output(repo, "rev-parse", "HEAD"), cache_dir, has_remote, config)
 
 
 def render_script(ctx: Context, exp: Experiment) -> str:
@@ -146,12 +139,13 @@ def experiment_statuses(
 ) -> dict[str, ExpStatus]:
     """Finished (its ref exists on the commit), live (squeue), dead or new, per experiment."""
     finished = finished_experiments(ctx.repo, ctx.commit)
+    live = cluster.live_jobs()
     live_by_name = {name[len(JOB_PREFIX) :]: (job_id, state)
-                    for job_id, (name, state) in cluster.live_jobs().items()
+                    for job_id, (name, state) in live.items()
                     if name.startswith(JOB_PREFIX)}  # fmt: skip
     records = {exp.name: ledger.get(exp.name) for exp in experiments}
     ids = [r.job_id for r in records.values() if r is not None and r.commit == ctx.commit]
-    states = cluster.job_states(ids) if ids else {}
+    states = cluster.job_states(ids, live) if ids else {}
     statuses = {}
     for exp in experiments:
         record = records[exp.name]
