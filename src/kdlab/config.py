@@ -239,6 +239,14 @@ class TrainConfig:
     """Label smoothing of the cross-entropy; only ever applied to a pure model (see KDConfig)."""
     save_epochs: tuple[int, ...] = ()
     """Epochs after which a milestone checkpoint is kept (models/<role>/milestones/)."""
+    compile: bool | Literal["auto"] = "auto"
+    """torch.compile the training step and evaluation; auto = on CUDA only (off on CPU)."""
+
+    def use_compile(self, device_type: str) -> bool:
+        """Whether this run compiles, on a device of `device_type` ("cpu", "cuda")."""
+        if self.compile == "auto":
+            return device_type == "cuda"
+        return self.compile
 
     def validate(self, path: str) -> None:
         from kdlab.models import MODELS

@@ -115,3 +115,64 @@ def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
     assert hint_loss() < 0.5 * before
     assert torch.equal(student.fc.weight, fc_before)  # past the guided layer: untouched
     assert state.epoch == 0  # pre-training is not a training epoch
+
+
+def test_frozen_teacher_outputs_are_ordinary_tensors_without_grad():
+    from kdlab.training.loop import frozen_features
+
+    teacher = make_model("resnet8", 1, 10).eval().requires_grad_(False)
+    images = torch.randn(4, 1, 8, 8)
+    features = frozen_features(teacher, images, inference=True)
+    tensors = [*features.stages.values(), features.embedding, features.logits]
+    # Inference tensors would fail in the student's backward; these are plain copies.
+    assert not any(t.is_inference() or t.requires_grad for t in tensors)
+    assert torch.equal(features.logits, teacher(images))
+
+
+def _train(digits_dir, method: str, compile: bool, epochs: int):
+    from kdlab.distill import PairInfo
+    from kdlab.training.loop import make_step_functions
+
+    data = load_dataset(digits_dir)
+    params = params_from_dict(tiny_params(**{"kd.method": method}))
+    torch.manual_seed(0)
+    student, teacher = make_model("resnet8", 1, 10), make_model("resnet8", 1, 10).eval()
+    teacher.requires_grad_(False)
+    pair = PairInfo.probe(student, teacher, (8, 8, 1))
+    distiller = make_distiller(method, params.kd.method_params, pair)
+    cpu = torch.device("cpu")
+    optimizer = make_optimizer([*student.parameters(), *distiller.parameters()], params.student,
+                               cpu)  # fmt: skip
+    state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
+    objective = Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher)
+    steps = make_step_functions(state, objective, cpu, compile=compile)
+    mean, std = data.meta["mean"], data.meta["std"]
+    loader = BatchLoader(data.train, 128, mean, std, train=True, seed=0, crop_padding=1)
+    history = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        history.append(train_one_epoch(state, objective, loader, cpu, steps))
+    test = BatchLoader(data.test, 256, mean, std, train=False)  # 360 images: two batch sizes
+    return history, student, steps, test
+
+
+def test_compiled_step_trains_like_the_eager_one(digits_dir):
+    """`<role>.compile: true` on CPU: the same epoch up to floating-point reassociation, and a
+    compiled evaluation equal to the eager one on the same weights."""
+    (eager,), *_ = _train(digits_dir, "at", compile=False, epochs=1)
+    (compiled,), student, steps, test = _train(digits_dir, "at", compile=True, epochs=1)
+    for key in ("loss", "ce", "kd"):
+        assert eager[key] == pytest.approx(compiled[key], rel=1e-3), key
+    assert eager["acc"] == pytest.approx(compiled["acc"], abs=0.01)  # a near-tie may flip
+    cpu = torch.device("cpu")
+    plain, fast = evaluate(student, test, cpu), evaluate(student, test, cpu, steps.evaluate)
+    assert steps.compiled and fast["loss"] == pytest.approx(plain["loss"], rel=1e-4)
+    assert fast["acc"] == pytest.approx(plain["acc"], abs=1 / 360)
+
+
+def test_compile_param_defaults_to_cuda_only():
+    cfg = params_from_dict(tiny_params()).student
+    assert cfg.compile == "auto"
+    assert cfg.use_compile("cuda") and not cfg.use_compile("cpu")
+    forced = params_from_dict(tiny_params(**{"student.compile": True})).student
+    assert forced.use_compile("cpu")

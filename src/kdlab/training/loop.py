@@ -1,7 +1,9 @@
 """One training loop for teachers and students.
 
 Per step nothing is read back to the host: losses and correct counts accumulate in device
-tensors and are read once per epoch. bf16 autocast on CUDA; exact float32 on CPU.
+tensors and are read once per epoch. bf16 autocast on CUDA; exact float32 on CPU. The frozen
+teacher runs under inference_mode; the step can be compiled (`<role>.compile`). The data side
+(device-resident uint8, on-device augmentation, fused normalisation) is kdlab.data.loader.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kdlab.config import TrainConfig
 from kdlab.data.loader import BatchLoader
 from kdlab.distill import Distiller, student_loss
 from kdlab.models import FeatureModel
+from kdlab.models.base import Features
 from kdlab.training import stop
 
 
@@ -71,37 +74,92 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool) -> Features:
+    """The frozen teacher's forward, without autograd.
+
+    Eagerly it runs under `inference_mode` (no version counters, no autograd records) and its
+    outputs are copied out, because inference tensors cannot be saved for the student's
+    backward (the KD terms multiply by them); the copy is tiny next to the forward. Inside a
+    compiled step it runs under `no_grad`, which the compiler turns into the same graph.
+    """
+    if not inference:
+        with torch.no_grad():
+            return teacher.forward_features(images)
+    with torch.inference_mode():
+        features = teacher.forward_features(images)
+    return Features(
+        stages={name: t.clone() for name, t in features.stages.items()},
+        embedding=features.embedding.clone(),
+        logits=features.logits.clone(),
+    )
+
+
+@dataclasses.dataclass
+class StepFunctions:
+    """The forward of a training step and of evaluation, eager or compiled; built once per run.
+
+    `train(images, labels)` returns (loss to backpropagate, per-batch sums (4,): loss·B, CE·B,
+    KD·B, correct); `evaluate(images)` returns logits.
+    """
+
+    train: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    evaluate: Callable[[torch.Tensor], torch.Tensor]
+    compiled: bool = False
+
+
+def make_step_functions(
+    state: TrainState, objective: Objective, device: torch.device, compile: bool = False
+) -> StepFunctions:
+    def train_forward(images: torch.Tensor, labels: torch.Tensor):
+        with autocast(device):
+            student = state.model.forward_features(images)
+            teacher = None
+            if state.distiller.needs_teacher:
+                teacher = frozen_features(objective.teacher, images, inference=not compile)
+            terms = student_loss(
+                state.distiller, objective.alpha, student, teacher, labels,
+                objective.label_smoothing,
+            )  # fmt: skip
+        batch = labels.shape[0]
+        correct = (student.logits.argmax(1) == labels).sum()
+        sums = torch.stack([terms.total * batch, terms.ce * batch, terms.kd * batch, correct])
+        return terms.total, sums.detach()
+
+    def eval_forward(images: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return state.model(images).float()
+
+    if not compile:
+        return StepFunctions(train_forward, eval_forward)
+    # Static shapes: training batches all have one size (the last partial batch is dropped);
+    # evaluation sees at most two sizes, so at most two graphs.
+    return StepFunctions(
+        torch.compile(train_forward, dynamic=False),
+        torch.compile(eval_forward, dynamic=False),
+        compiled=True,
+    )
+
+
 def train_one_epoch(
-    state: TrainState, objective: Objective, loader: BatchLoader, device: torch.device
+    state: TrainState,
+    objective: Objective,
+    loader: BatchLoader,
+    device: torch.device,
+    steps: StepFunctions | None = None,
 ) -> dict[str, float]:
     """One pass over the training split; returns mean loss, CE, KD term and accuracy."""
+    steps = steps or make_step_functions(state, objective, device)
     state.model.train()
     state.distiller.train()
     sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
     seen = 0
     for images, labels in loader:
         stop.check()
-        with autocast(device):
-            student = state.model.forward_features(images)
-            teacher = None
-            if state.distiller.needs_teacher:
-                with torch.no_grad():
-                    teacher = objective.teacher.forward_features(images)
-            terms = student_loss(
-                state.distiller,
-                objective.alpha,
-                student,
-                teacher,
-                labels,
-                objective.label_smoothing,
-            )
+        total, batch_sums = steps.train(images, labels)
         state.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        total.backward()
         state.optimizer.step()
-        with torch.no_grad():
-            batch = labels.shape[0]
-            correct = (student.logits.argmax(1) == labels).sum()
-            sums += torch.stack([terms.total * batch, terms.ce * batch, terms.kd * batch, correct])
+        sums += batch_sums
         seen += labels.shape[0]
     loss, ce, kd, correct = (sums / seen).tolist()  # the one host sync of the epoch
     if not state.distiller.needs_teacher:
@@ -132,22 +190,33 @@ def pretrain_epochs(
             stop.check()
             with autocast(device):
                 student = state.model.forward_features(images)
-                with torch.no_grad():
-                    teacher = objective.teacher.forward_features(images)
+                teacher = frozen_features(objective.teacher, images, inference=True)
                 loss = state.distiller.pretrain_loss(student, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device) -> dict[str, float]:
-    """Plain cross-entropy (no smoothing) and accuracy on a split, without autograd."""
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Plain cross-entropy (no smoothing) and accuracy on a split, without autograd.
+
+    `forward` (images -> float logits) defaults to the model itself under autocast.
+    """
     model.eval()
     sums = torch.zeros(2, device=device)
     seen = 0
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode():
         for images, labels in loader:
-            logits = model(images).float()
+            if forward is None:
+                with autocast(device):
+                    logits = model(images).float()
+            else:
+                logits = forward(images)
             sums[0] += F.cross_entropy(logits, labels, reduction="sum")
             sums[1] += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
@@ -164,14 +233,16 @@ def run_epochs(
     device: torch.device,
     on_epoch_end: Callable[[TrainState], None],
     epoch_progress: Callable[[range], range] = lambda r: r,
+    compile: bool = False,
 ) -> TrainState:
     """Train from `state.epoch` to `epochs`; `on_epoch_end` checkpoints and logs each epoch."""
+    steps = make_step_functions(state, objective, device, compile)
     for epoch in epoch_progress(range(state.epoch, epochs)):
         train_loader.set_epoch(epoch)
         lr = state.optimizer.param_groups[0]["lr"]
-        train = train_one_epoch(state, objective, train_loader, device)
+        train = train_one_epoch(state, objective, train_loader, device, steps)
         state.scheduler.step()
-        test = evaluate(state.model, test_loader, device)
+        test = evaluate(state.model, test_loader, device, steps.evaluate)
         state.epoch = epoch + 1
         state.history.append(
             {

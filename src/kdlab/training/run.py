@@ -294,9 +294,13 @@ def train_role(
         # Deterministic from the seed, so a run killed during it simply redoes it.
         log.info("pre-training the student for %d epochs (%s)", distiller.pretrain_epochs(), method)
         pretrain_epochs(state, objective, train_loader, device)
+    compile = cfg.use_compile(device.type)
+    if compile:
+        log.info("compiling the training step and evaluation (%s.compile)", role)
     run_epochs(
-        state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress
-    )
+        state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress,
+        compile=compile,
+    )  # fmt: skip
     metrics.close()
     save_checkpoint(model_payload(role, state, cfg, params, dataset), outputs.model_path)
     log.info("wrote %s (test acc %.4f)", outputs.model_path, state.history[-1]["test/acc"])
