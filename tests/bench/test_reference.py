@@ -67,7 +67,8 @@ def reference_accuracy(params, data, role: str, teacher_path=None) -> float:
 def assert_same_within_seed_noise(fast: list[float], plain: list[float]) -> None:
     """|mean difference| within 2 standard errors of the difference, and never over 2 points
     (a broken augmentation or normalisation costs far more on digits)."""
-    spread = (statistics.variance(fast) / len(fast) + statistics.variance(plain) / len(plain)) ** 0.5
+    variance = statistics.variance(fast) / len(fast) + statistics.variance(plain) / len(plain)
+    spread = variance**0.5
     gap = abs(statistics.mean(fast) - statistics.mean(plain))
     assert gap <= max(2 * spread, 0.01) and gap <= 0.02, (fast, plain)
     assert min(fast) > 0.9 and min(plain) > 0.9, (fast, plain)
