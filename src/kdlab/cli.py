@@ -89,6 +89,84 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
         print("run them with: dvc queue start -j N   (each teacher is trained once)")
 
 
+def _switch(name: str, value: str, auto: bool) -> bool:
+    choices = {"auto": auto, "on": True, "off": False}
+    if value not in choices:
+        raise ConfigError(f"--{name} must be one of auto, on, off, got {value!r}")
+    return choices[value]
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Measure training throughput (and with --suite dvc/all, the DVC operations of a grid)."""
+    import json
+    import os
+
+    from tqdm import tqdm
+
+    from kdlab.stages._common import setup_logging
+
+    setup_logging()
+    results: dict = {}
+    if args.suite in ("train", "all"):
+        import torch
+
+        from kdlab.bench import train as bench
+        from kdlab.training.seeding import configure_torch, resolve_device
+
+        device = resolve_device(args.device)
+        name = args.config if args.config != "auto" else ("cifar" if device.type == "cuda"
+                                                           else "small")  # fmt: skip
+        if name not in bench.CONFIGS:
+            raise ConfigError(f"--config must be one of auto, {', '.join(bench.CONFIGS)}, "
+                              f"got {name!r}")  # fmt: skip
+        cfg = bench.CONFIGS[name]
+        overrides = {k: getattr(args, k) for k in ("steps", "warmup") if getattr(args, k)}
+        cfg = dataclasses.replace(cfg, **overrides)
+        cpus = len(os.sched_getaffinity(0))
+        workers = args.reference_workers
+        if workers is None:
+            workers = min(4, cpus) if device.type == "cuda" else 0
+        opts = bench.Options(device, workers,
+                             bound_compile=_switch("bound-compile", args.bound_compile,
+                                                   device.type == "cuda"),
+                             kdlab_compile=_switch("kdlab-compile", args.kdlab_compile,
+                                                   device.type == "cuda"))  # fmt: skip
+        configure_torch(device)
+        torch.manual_seed(0)
+        methods = args.methods or list(bench.METHODS)
+        progress = lambda it: tqdm(it, desc="bench", unit="method", file=sys.stderr)  # noqa: E731
+        results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
+        print(bench.format_table(results["train"]))
+    if args.suite in ("dvc", "all"):
+        from kdlab.bench import dvc as bench_dvc
+
+        results["dvc"] = bench_dvc.run_benchmark(Path("."), args.experiments)
+        print(bench_dvc.format_table(results["dvc"]))
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def _add_bench_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="training throughput vs a reference loop and a bound")
+    bench.add_argument("--suite", choices=("train", "dvc", "all"), default="train",
+                       help="train: images/s per KD method; dvc: repro, queue, exp show")
+    bench.add_argument("--config", default="auto",
+                       help="cifar (resnet110->resnet56, 50k 3x32x32, 100 classes) or small "
+                            "(resnet20->resnet8); auto = cifar on CUDA, small on CPU")
+    bench.add_argument("--methods", nargs="*", help="KD methods (default: all, none = pure)")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--steps", type=int, help="timed steps per measurement")
+    bench.add_argument("--warmup", type=int, help="untimed steps before each measurement")
+    bench.add_argument("--reference-workers", type=int,
+                       help="DataLoader workers of the reference (default: 4 on CUDA, 0 on CPU)")
+    bench.add_argument("--kdlab-compile", default="auto", help="auto (CUDA only) | on | off")
+    bench.add_argument("--bound-compile", default="auto", help="auto (CUDA only) | on | off")
+    bench.add_argument("--experiments", type=int, default=300,
+                       help="dvc suite: experiments listed by dvc exp show")
+    bench.add_argument("--json", type=Path, default=Path("bench.json"), help="results file")
+    bench.set_defaults(func=cmd_bench)
+
+
 def _slurm_setup(args: argparse.Namespace):
     from kdlab import grid
     from kdlab.distill import load_checked_params
@@ -192,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--dry-run", action="store_true", help="print the plan, queue nothing")
     queue.set_defaults(func=cmd_grid_queue)
     _add_slurm_parsers(sub)
+    _add_bench_parser(sub)
     return parser
 
 
