@@ -3,7 +3,8 @@
 A grid of four digits experiments (teacher, baseline, two KD students) runs to the end and shows
 up in `dvc exp show`; the teacher's job ends before any student's starts; submitting again adds
 nothing; a cancelled job is seen as dead and resubmitted; a stop signal mid-training requeues
-the job, which resumes from its checkpoint and ends with an uninterrupted run's metrics.
+the job, which resumes from its checkpoint and ends with an uninterrupted run's metrics; with
+`slurm.experiments_per_gpu: 3` the three students run concurrently in one job.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def test_dry_run_prints_scripts_and_submits_nothing(repo, cluster):
     out = kdlab(repo, cluster, "slurm", "submit", "--dry-run", "--gpus", "2", "--time", "1:00:00")
     assert out.count("#!/bin/bash") == 4 and "#SBATCH --gpus=2" in out
     assert "#SBATCH --time=1:00:00" in out and "#SBATCH --signal=B:USR1@300" in out
-    assert "dvc exp run -n digits-at-a0.5-s0" in out and "would submit 4" in out
+    assert re.search(r"start_experiment digits-at-a0.5-s0 \S+ -n digits-at-a0.5-s0 ", out), out
+    assert "would submit 4" in out
     assert job_ids(cluster) == before
 
 
@@ -187,7 +189,7 @@ def test_queued_experiments_go_to_slurm_and_leave_the_local_queue(repo, cluster)
     assert re.search(r"mine-rkd\s+submitted\s+job \d+", out), out
     assert "mine-rkd" not in dvc(repo, "queue", "status")  # it will not also run locally
     script = (repo / ".kdlab/slurm/scripts/mine-rkd.sbatch").read_text()
-    assert "dvc exp run -n mine-rkd -S kd.method=rkd -S kd.alpha=0.3 &" in script
+    assert " -n mine-rkd -S kd.method=rkd -S kd.alpha=0.3\n" in script
     deadline = time.monotonic() + 300
     commit = git(repo, "rev-parse", "HEAD").strip()
     ref = f"refs/exps/{commit[:2]}/{commit[2:]}/mine-rkd"
@@ -196,3 +198,31 @@ def test_queued_experiments_go_to_slurm_and_leave_the_local_queue(repo, cluster)
     params = git(repo, "show", f"{ref}:params.yaml")
     assert "method: rkd" in params and "alpha: 0.3" in params
     assert json.loads(git(repo, "show", f"{ref}:metrics/student/metrics.json"))["test"]["acc"] > 0.3
+
+
+def test_experiments_per_gpu_packs_students_into_one_concurrent_job(repo, cluster):
+    git(repo, "checkout", "-q", "--", ".")
+    params = tiny_params(**{**TINY, "teacher.lr": 0.03}, grid=GRID,
+                         slurm={**SLURM, "experiments_per_gpu": 3})  # fmt: skip
+    write_params(repo / "params.yaml", params)
+    git(repo, "commit", "-qam", "three experiments per job")
+    out = kdlab(repo, cluster, "slurm", "submit")
+    teacher_job = re.search(r"digits-teacher-s0\s+submitted\s+job (\d+)", out).group(1)
+    student_jobs = {re.search(rf"{re.escape(n)}\s+submitted\s+job (\d+)\s+after (\d+)", out)
+                    .groups() for n in NAMES[1:]}  # fmt: skip
+    assert len(student_jobs) == 1 and next(iter(student_jobs))[1] == teacher_job, out
+    assert "submitted 4" in out and len(job_ids(cluster)) == 2
+
+    wait_finished(repo, cluster, NAMES)
+    entries = [ledger_entry(repo, n) for n in NAMES[1:]]
+    assert len({e["job_id"] for e in entries}) == 1
+    assert len({e["workspace"] for e in entries}) == 3 and len({e["log"] for e in entries}) == 3
+    # Concurrent: every student started before any of them finished.
+    logs = [log_of(repo, n) for n in NAMES[1:]]
+    starts = [times(log, "experiment")[-1] for log in logs]
+    ends = [times(log, "finished and pushed")[-1] for log in logs]
+    assert max(starts) <= min(ends), (starts, ends)
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    shown = {e["name"] for c in json.loads(dvc(repo, "exp", "show", "--json"))
+             if c.get("rev") == commit for e in (c.get("experiments") or [])}  # fmt: skip
+    assert set(NAMES) <= shown, shown

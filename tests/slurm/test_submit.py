@@ -13,7 +13,7 @@ from kdlab.errors import ConfigError, KdlabError
 from kdlab.grid import GridConfig, plan_grid
 from kdlab.slurm.config import SlurmConfig, load_slurm_config
 from kdlab.slurm.ledger import JobRecord, Ledger, locked_ledger
-from kdlab.slurm.submit import Context, render_script, select
+from kdlab.slurm.submit import Context, make_packs, names_of_job, render_script, select
 
 from ..conftest import REPO_ROOT
 
@@ -53,15 +53,17 @@ def test_bad_slurm_params_are_one_clear_line(raw, message):
 def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
     ctx = context(tmp_path, partition="gpu", account="lab", gpus=2, extra=("--qos=high",))
     student = next(e for e in plan_grid(GridConfig(methods=("at",))) if e.role == "student")
-    script = render_script(ctx, student)
+    script = render_script(ctx, [student])
     assert not re.search(r"\{\{\w+\}\}", script)
     for line in ("#SBATCH --job-name=kdlab-digits-at-a0.5-s0", "#SBATCH --requeue",
                  "#SBATCH --signal=B:USR1@300", "#SBATCH --partition=gpu",
                  "#SBATCH --account=lab", "#SBATCH --gpus=2", "#SBATCH --qos=high",
                  "COMMIT=" + "ab" * 20):  # fmt: skip
         assert line in script.splitlines(), line
-    assert ("dvc exp run -n digits-at-a0.5-s0 -S data.name=digits -S seed=0 -S kd.method=at "
-            "-S kd.alpha=0.5 &") in script  # fmt: skip
+    workspace = tmp_path / ".kdlab/workspaces" / ("digits-at-a0.5-s0-" + "ab" * 4)
+    assert (f"start_experiment digits-at-a0.5-s0 {workspace} -n digits-at-a0.5-s0 "
+            "-S data.name=digits -S seed=0 -S kd.method=at -S kd.alpha=0.5") in script  # fmt: skip
+    assert "#SBATCH --comment=kdlab:digits-at-a0.5-s0" in script
     assert "dvc exp push --no-cache origin" in script  # shared cache, no DVC remote
     # every #SBATCH line comes before the first command, or sbatch ignores it
     lines = script.splitlines()
@@ -75,16 +77,16 @@ def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
 def test_remote_makes_jobs_fetch_and_push_the_run_cache(tmp_path):
     ctx = context(tmp_path)
     ctx = Context(ctx.repo, ctx.commit, ctx.cache_dir, True, ctx.config)
-    script = render_script(ctx, plan_grid(GridConfig())[0])
+    script = render_script(ctx, plan_grid(GridConfig())[:1])
     assert "dvc fetch --run-cache" in script and "dvc exp push --run-cache origin" in script
-    assert script.rstrip().endswith('pushed to $REPO, $(date -Is)"')
+    assert script.rstrip().endswith('echo "kdlab: job $JOB done, $(date -Is)"')
 
 
 def test_unknown_template_field_is_reported(tmp_path):
     ctx = context(tmp_path)
     (tmp_path / "slurm/experiment.sbatch").write_text("#!/bin/bash\n{{gpu_count}}\n")
     with pytest.raises(ConfigError, match=r"slurm.template uses \{\{gpu_count\}\}"):
-        render_script(ctx, plan_grid(GridConfig())[0])
+        render_script(ctx, plan_grid(GridConfig())[:1])
 
 
 def test_select_adds_the_teachers_it_needs():
@@ -156,3 +158,35 @@ def test_uncommitted_changes_are_refused_unless_allowed(tmp_path):
     with pytest.raises(KdlabError, match=r"uncommitted changes \(M params.yaml\): jobs run the"):
         make_context(repo, SlurmConfig())
     assert make_context(repo, SlurmConfig(), allow_dirty=True).cache_dir.name == "cache"
+
+
+def test_packs_keep_teachers_apart_and_group_students_by_teacher():
+    plan = plan_grid(GridConfig(methods=("logit", "at"), alphas=(0.5,), seeds=(0, 1)))
+    packs = make_packs(plan, 3)
+    names = [[e.name for e in pack] for pack in packs]
+    assert names == [
+        ["digits-teacher-s0", "digits-teacher-s1"],
+        ["digits-none-s0", "digits-logit-a0.5-s0", "digits-at-a0.5-s0"],
+        ["digits-none-s1", "digits-logit-a0.5-s1", "digits-at-a0.5-s1"],
+    ]
+    assert [len(p) for p in make_packs(plan, 1)] == [1] * len(plan)
+    assert sum(len(p) for p in make_packs(plan, 4)) == len(plan)
+
+
+def test_a_pack_is_one_job_running_each_experiment_in_its_own_workspace(tmp_path):
+    ctx = context(tmp_path, experiments_per_gpu=3)
+    pack = make_packs(plan_grid(GridConfig(methods=("logit", "at"))), 3)[1]
+    script = render_script(ctx, pack)
+    assert "#SBATCH --job-name=kdlab-digits-none-s0+2" in script
+    assert "#SBATCH --comment=kdlab:digits-none-s0,digits-logit-a0.5-s0,digits-at-a0.5-s0" in script
+    starts = [line for line in script.splitlines() if line.startswith("start_experiment ")]
+    assert [line.split()[1] for line in starts] == [e.name for e in pack]
+    assert len({line.split()[2] for line in starts}) == 3  # three workspaces
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert names_of_job("kdlab-digits-none-s0+2", "kdlab:a,b,c") == ["a", "b", "c"]
+    assert names_of_job("kdlab-old", "(null)") == ["old"]
+    assert names_of_job("other", "(null)") == []
+    with pytest.raises(ConfigError, match=r"slurm.experiments_per_gpu must be in \[1, 64\]"):
+        load_slurm_config({"experiments_per_gpu": 0})

@@ -42,15 +42,15 @@ def sbatch(script_path: str, dependency: str | None = None) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def live_jobs() -> dict[str, tuple[str, str]]:
-    """Job id -> (job name, state) for every job squeue lists for this user."""
+def live_jobs() -> dict[str, tuple[str, str, str]]:
+    """Job id -> (job name, state, comment) for every job squeue lists for this user."""
     import getpass
 
-    proc = _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%j|%T"])
+    proc = _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%k|%j"])
     jobs = {}
     for line in proc.stdout.splitlines():
-        job_id, name, state = line.strip().split("|", 2)
-        jobs[job_id] = (name, state)
+        job_id, state, comment, name = line.strip().split("|", 3)
+        jobs[job_id] = (name, state, comment)
     return jobs
 
 
@@ -74,7 +74,7 @@ def _sacct_state(job_id: str) -> str | None:
 
 
 def job_states(
-    job_ids: Iterable[str], live: dict[str, tuple[str, str]] | None = None
+    job_ids: Iterable[str], live: dict[str, tuple[str, str, str]] | None = None
 ) -> dict[str, str]:
     """State of each job: live ones from squeue (or `live`, an earlier `live_jobs()`), others
     from scontrol, then sacct, else GONE."""

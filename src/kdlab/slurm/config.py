@@ -15,7 +15,7 @@ _MEM = re.compile(r"^\d+[KMGT]?$")
 
 @dataclasses.dataclass(frozen=True)
 class SlurmConfig:
-    """`slurm:` resources and set-up of each experiment's job (command-line flags override)."""
+    """`slurm:` resources and set-up of the experiment jobs (command-line flags override)."""
 
     partition: str = ""
     """Partition (sbatch --partition); "" = the cluster's default."""
@@ -39,11 +39,15 @@ class SlurmConfig:
     """Shell lines run before the experiment (module load ...); the repo's .venv is on PATH."""
     extra: tuple[str, ...] = ()
     """More sbatch options, e.g. ["--qos=high", "--constraint=a100"]."""
+    experiments_per_gpu: int = 1
+    """Experiments packed into one job, run concurrently on its GPU(s), for models too small to
+    fill a card; gpus, cpus and mem are per job, so raise cpus and mem with it."""
 
     def validate(self, path: str) -> None:
         check_range(f"{path}.gpus", self.gpus, 0, 64)
         check_range(f"{path}.cpus", self.cpus, 1, 1024)
         check_range(f"{path}.signal_seconds", self.signal_seconds, 0, 65535)
+        check_range(f"{path}.experiments_per_gpu", self.experiments_per_gpu, 1, 64)
         if not _TIME.match(self.time):
             raise ConfigError(
                 f"{path}.time must be minutes, HH:MM:SS or D-HH:MM:SS, got {self.time!r}"

@@ -1,10 +1,13 @@
-"""`kdlab slurm submit` and `kdlab slurm status`: one SLURM job per experiment.
+"""`kdlab slurm submit` and `kdlab slurm status`: one SLURM job per experiment, or per pack of
+`slurm.experiments_per_gpu` experiments that share a job's GPU.
 
-Each job clones the repository at the submitted commit into its own workspace on shared
+Each experiment clones the repository at the submitted commit into its own workspace on shared
 scratch, uses the repository's DVC cache (so the run-cache restores teachers and data), runs
 `dvc exp run` with the experiment's overrides, and ends with `dvc exp push` into this
 repository, where `dvc exp show` then lists it. Students wait for their teacher's job
-(`afterok`); a failed teacher cancels them instead of leaving them waiting forever.
+(`afterok`); a failed teacher cancels them instead of leaving them waiting forever. Packs hold
+teachers with teachers and students with students (grouped by teacher), so a pack waits only
+for the teacher jobs of its own members.
 
 The ledger makes submission idempotent: an experiment is skipped when it is finished (its
 experiment ref exists on the commit) or its job is alive; a job that died without finishing is
@@ -31,6 +34,8 @@ from kdlab.slurm.ledger import JobRecord, Ledger, locked_ledger
 
 STATE_DIR = Path(".kdlab") / "slurm"
 JOB_PREFIX = "kdlab-"
+COMMENT_PREFIX = "kdlab:"
+"""A job's --comment lists its experiments (a pack's job name shows only the first)."""
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -55,12 +60,34 @@ class Context:
     def workspace(self, exp: Experiment) -> Path:
         return self.scratch / f"{exp.name}-{self.commit[:8]}"
 
-    def log_path(self, exp: Experiment, job_id: str = "%j") -> Path:
-        """One log per job (a requeued job keeps its id and appends to its log)."""
+    def log_path(self, exp: Experiment, job_id: str) -> Path:
+        """One log per experiment and job (a requeued job keeps its id and appends to it)."""
         return self.state_dir / "logs" / f"{exp.name}-{job_id}.out"
 
-    def script_path(self, exp: Experiment) -> Path:
-        return self.state_dir / "scripts" / f"{exp.name}.sbatch"
+    def job_log_path(self, pack: Sequence[Experiment]) -> Path:
+        """The job's own log (sbatch --output): start, stop signals, requeues, exit statuses."""
+        return self.state_dir / "logs" / f"{job_name(pack)}-%j.out"
+
+    def script_path(self, pack: Sequence[Experiment]) -> Path:
+        return self.state_dir / "scripts" / f"{pack[0].name}.sbatch"
+
+
+def job_name(pack: Sequence[Experiment]) -> str:
+    more = f"+{len(pack) - 1}" if len(pack) > 1 else ""
+    return f"{JOB_PREFIX}{pack[0].name}{more}"
+
+
+def make_packs(experiments: Sequence[Experiment], per_job: int) -> list[list[Experiment]]:
+    """Experiments in jobs of at most `per_job`: teachers (no dependency) first, then the
+    others grouped by teacher, in plan order."""
+    independent = [e for e in experiments if not e.teacher]
+    teacher_rank = {name: i for i, name in enumerate(dict.fromkeys(
+        e.teacher for e in experiments if e.teacher))}  # fmt: skip
+    dependent = sorted((e for e in experiments if e.teacher), key=lambda e: teacher_rank[e.teacher])
+    packs = []
+    for group in (independent, dependent):
+        packs += [group[i : i + per_job] for i in range(0, len(group), per_job)]
+    return packs
 
 
 def make_context(repo: Path, config: SlurmConfig, allow_dirty: bool = False) -> Context:
@@ -86,25 +113,27 @@ def make_context(repo: Path, config: SlurmConfig, allow_dirty: bool = False) -> 
     return Context(repo, git_output(repo, "rev-parse", "HEAD"), cache_dir, has_remote, config)
 
 
-def render_script(ctx: Context, exp: Experiment) -> str:
-    """The sbatch script of one experiment, from the template in slurm/."""
+def render_script(ctx: Context, pack: Sequence[Experiment]) -> str:
+    """The sbatch script of one job running the experiments of `pack`, from slurm/'s template."""
     venv_bin = Path(sys.executable).parent
     q = shlex.quote
+    starts = [shlex.join(["start_experiment", exp.name, str(ctx.workspace(exp)), *exp.dvc_args()])
+              for exp in pack]  # fmt: skip
     values = {
-        "job_name": JOB_PREFIX + exp.name,
-        "log_path": str(ctx.log_path(exp)),
+        "job_name": job_name(pack),
+        "comment": COMMENT_PREFIX + ",".join(exp.name for exp in pack),
+        "log_path": str(ctx.job_log_path(pack)),
+        "log_dir": q(str(ctx.state_dir / "logs")),
         "signal_seconds": str(ctx.config.signal_seconds),
         "sbatch_lines": "\n".join(f"#SBATCH {opt}" for opt in ctx.config.sbatch_options()),
         "repo": q(str(ctx.repo)),
-        "workspace": q(str(ctx.workspace(exp))),
         "commit": ctx.commit,
         "cache_dir": q(str(ctx.cache_dir)),
-        "name": q(exp.name),
         "venv_bin": q(str(venv_bin)),
         "setup": ctx.config.setup,
         "fetch": "dvc fetch --run-cache || true" if ctx.has_remote else "",
-        "dvc_args": shlex.join(exp.dvc_args()),
         "push_args": "--run-cache" if ctx.has_remote else "--no-cache",
+        "experiments": "\n".join(starts),
     }
     template = (ctx.repo / ctx.config.template).read_text()
 
@@ -115,6 +144,15 @@ def render_script(ctx: Context, exp: Experiment) -> str:
         return values[key]
 
     return _PLACEHOLDER.sub(fill, template)
+
+
+def names_of_job(name: str, comment: str) -> list[str]:
+    """The experiments a kdlab job runs, from its comment (or its name, for older jobs)."""
+    if comment.startswith(COMMENT_PREFIX):
+        return comment[len(COMMENT_PREFIX) :].split(",")
+    if name.startswith(JOB_PREFIX):
+        return [name[len(JOB_PREFIX) :]]
+    return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +178,12 @@ def experiment_statuses(
     """Finished (its ref exists on the commit), live (squeue), dead or new, per experiment."""
     finished = finished_experiments(ctx.repo, ctx.commit)
     live = cluster.live_jobs()
-    live_by_name = {name[len(JOB_PREFIX) :]: (job_id, state)
-                    for job_id, (name, state) in live.items()
-                    if name.startswith(JOB_PREFIX)}  # fmt: skip
+    live_by_name = {exp_name: (job_id, state)
+                    for job_id, (name, state, comment) in live.items()
+                    for exp_name in names_of_job(name, comment)}  # fmt: skip
     records = {exp.name: ledger.get(exp.name) for exp in experiments}
-    ids = [r.job_id for r in records.values() if r is not None and r.commit == ctx.commit]
+    ids = list(dict.fromkeys(r.job_id for r in records.values()
+                             if r is not None and r.commit == ctx.commit))  # fmt: skip
     states = cluster.job_states(ids, live) if ids else {}
     statuses = {}
     for exp in experiments:
@@ -190,47 +229,58 @@ class Action:
 def submit(
     ctx: Context, experiments: Sequence[Experiment], dry_run: bool = False
 ) -> tuple[list[Action], dict[str, str]]:
-    """Submit what is new or dead, teachers first; returns actions and the rendered scripts."""
-    actions, scripts = [], {}
+    """Submit what is new or dead, teachers first, `experiments_per_gpu` to a job; returns the
+    actions (one per experiment, in plan order) and the rendered scripts by job name."""
+    actions: dict[str, Action] = {}
+    scripts = {}
     with locked_ledger(ctx.state_dir / "ledger.json") as ledger:
         statuses = experiment_statuses(ctx, ledger, experiments)
         job_of = {name: s.job_id for name, s in statuses.items() if s.live}
+        pending = []
         for exp in experiments:
             status = statuses[exp.name]
-            if not status.needs_submit:
-                actions.append(Action(exp, f"skipped ({status.state})", status.job_id, None))
-                continue
-            teacher_job = job_of.get(exp.teacher) if exp.teacher else None
-            dependency = f"afterok:{teacher_job}" if teacher_job else None
-            script = render_script(ctx, exp)
-            scripts[exp.name] = script
-            if dry_run:
-                actions.append(Action(exp, "would submit", None, dependency))
-                continue
-            job_id = _submit_one(ctx, ledger, exp, script, dependency, status)
-            job_of[exp.name] = job_id
-            what = "resubmitted" if status.state != "new" else "submitted"
-            actions.append(Action(exp, what, job_id, dependency))
-    return actions, scripts
+            if status.needs_submit:
+                pending.append(exp)
+            else:
+                actions[exp.name] = Action(exp, f"skipped ({status.state})", status.job_id, None)
+        for pack in make_packs(pending, ctx.config.experiments_per_gpu):
+            teacher_jobs = dict.fromkeys(job_of[e.teacher] for e in pack if job_of.get(e.teacher))
+            dependency = "afterok:" + ":".join(teacher_jobs) if teacher_jobs else None
+            script = render_script(ctx, pack)
+            scripts[job_name(pack)] = script
+            job_id = None if dry_run else _submit_job(ctx, ledger, pack, script, dependency,
+                                                      statuses)  # fmt: skip
+            for exp in pack:
+                job_of[exp.name] = job_id
+                what = (
+                    "would submit"
+                    if dry_run
+                    else "resubmitted"
+                    if statuses[exp.name].state != "new"
+                    else "submitted"
+                )
+                actions[exp.name] = Action(exp, what, job_id, dependency)
+    return [actions[exp.name] for exp in experiments], scripts
 
 
-def _submit_one(
-    ctx: Context, ledger: Ledger, exp: Experiment, script: str, dependency: str | None,
-    status: ExpStatus,
+def _submit_job(
+    ctx: Context, ledger: Ledger, pack: Sequence[Experiment], script: str,
+    dependency: str | None, statuses: dict[str, ExpStatus],
 ) -> str:  # fmt: skip
-    path = ctx.script_path(exp)
+    path = ctx.script_path(pack)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ctx.log_path(exp).parent.mkdir(parents=True, exist_ok=True)
+    ctx.job_log_path(pack).parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
     job_id = cluster.sbatch(str(path), dependency)
-    previous = ledger.get(exp.name)
-    history = previous.job_ids if previous is not None and previous.commit == ctx.commit else []
-    record = JobRecord(
-        name=exp.name, job_id=job_id, commit=ctx.commit, attempts=status.attempts + 1,
-        workspace=str(ctx.workspace(exp)), log=str(ctx.log_path(exp, job_id)),
-        submitted=dt.datetime.now().isoformat(timespec="seconds"), job_ids=[*history, job_id],
-    )  # fmt: skip
-    ledger.put(record)
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    for exp in pack:
+        previous = ledger.get(exp.name)
+        history = previous.job_ids if previous is not None and previous.commit == ctx.commit else []
+        ledger.put(JobRecord(
+            name=exp.name, job_id=job_id, commit=ctx.commit,
+            attempts=statuses[exp.name].attempts + 1, workspace=str(ctx.workspace(exp)),
+            log=str(ctx.log_path(exp, job_id)), submitted=now, job_ids=[*history, job_id],
+        ))  # fmt: skip
     ledger.save()
     return job_id
 
