@@ -84,7 +84,7 @@ CONFIGS = {
                          steps=100, warmup=20),
     # A configuration a 2-core CPU measures in minutes.
     "small": BenchConfig("small", "resnet20", "resnet8", 100, 50_000, 10_000, 64, 1024,
-                         steps=15, warmup=3),
+                         steps=40, warmup=5),
 }  # fmt: skip
 
 
