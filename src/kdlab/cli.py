@@ -133,7 +133,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                                                    device.type == "cuda"))  # fmt: skip
         configure_torch(device)
         torch.manual_seed(0)
-        methods = args.methods or list(bench.METHODS)
+        methods = args.methods or ["none", *(m for m in bench.METHODS if m != "none")]
         progress = lambda it: tqdm(it, desc="bench", unit="method", file=sys.stderr)  # noqa: E731
         results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
         print(bench.format_table(results["train"]))

@@ -127,10 +127,8 @@ def make_pair(cfg: BenchConfig, method: str, device: torch.device):
     student = make_model(cfg.student, cfg.channels, cfg.classes, cfg.image_size)
     teacher = make_model(cfg.teacher, cfg.channels, cfg.classes, cfg.image_size)
     teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-    distiller = make_distiller(method)
-    if method != "none":
-        pair = PairInfo.probe(student, teacher, (cfg.image_size, cfg.image_size, cfg.channels))
-        distiller = make_distiller(method, None, pair)
+    pair = PairInfo.probe(student, teacher, (cfg.image_size, cfg.image_size, cfg.channels))
+    distiller = make_distiller(method, None, pair)
     return student, distiller, teacher
 
 
