@@ -28,7 +28,7 @@ def test_prepare_data_fills_the_run_cache_and_restores_params(tmp_path):
 
 
 def test_job_scripts_are_valid_bash():
-    for name in ("test-gpu.sbatch", "experiment.sbatch", "prepare-data.sh"):
+    for name in ("test-gpu.sbatch", "bench-gpu.sbatch", "experiment.sbatch", "prepare-data.sh"):
         assert subprocess.run(["bash", "-n", str(REPO_ROOT / "slurm" / name)]).returncode == 0
 
 
