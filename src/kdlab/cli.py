@@ -148,21 +148,32 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="training throughput vs a reference loop and a bound")
-    bench.add_argument("--suite", choices=("train", "dvc", "all"), default="train",
-                       help="train: images/s per KD method; dvc: repro, queue, exp show")
-    bench.add_argument("--config", default="auto",
-                       help="cifar (resnet110->resnet56, 50k 3x32x32, 100 classes) or small "
-                            "(resnet20->resnet8); auto = cifar on CUDA, small on CPU")
+    bench.add_argument(
+        "--suite",
+        choices=("train", "dvc", "all"),
+        default="train",
+        help="train: images/s per KD method; dvc: repro, queue, exp show",
+    )
+    bench.add_argument(
+        "--config",
+        default="auto",
+        help="cifar (resnet110->resnet56, 50k 3x32x32, 100 classes) or small "
+        "(resnet20->resnet8); auto = cifar on CUDA, small on CPU",
+    )
     bench.add_argument("--methods", nargs="*", help="KD methods (default: all, none = pure)")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--steps", type=int, help="timed steps per measurement")
     bench.add_argument("--warmup", type=int, help="untimed steps before each measurement")
-    bench.add_argument("--reference-workers", type=int,
-                       help="DataLoader workers of the reference (default: 4 on CUDA, 0 on CPU)")
+    bench.add_argument(
+        "--reference-workers",
+        type=int,
+        help="DataLoader workers of the reference (default: 4 on CUDA, 0 on CPU)",
+    )
     bench.add_argument("--kdlab-compile", default="auto", help="auto (CUDA only) | on | off")
     bench.add_argument("--bound-compile", default="auto", help="auto (CUDA only) | on | off")
-    bench.add_argument("--experiments", type=int, default=300,
-                       help="dvc suite: experiments listed by dvc exp show")
+    bench.add_argument(
+        "--experiments", type=int, default=300, help="dvc suite: experiments listed by dvc exp show"
+    )
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="results file")
     bench.set_defaults(func=cmd_bench)
 

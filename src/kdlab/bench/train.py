@@ -323,4 +323,3 @@ def format_table(result: dict) -> str:
             f"{_duration(row['projected_reference_s'])} |"
         )
     return "\n".join(lines) + "\n"
-
