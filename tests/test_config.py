@@ -42,7 +42,9 @@ BAD_INPUTS = [
     ({"student.label_smoothing": 1.0}, "student.label_smoothing must be in [0, 1), got 1.0"),
     ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, "
      "epochs, batch_size, eval_batch_size, lr, momentum, nesterov, weight_decay, schedule, "
-     "milestones, gamma, label_smoothing, save_epochs"),
+     "milestones, gamma, label_smoothing, save_epochs, compile"),
+    ({"student.compile": "yes"}, "student.compile must be true or false or one of auto, "
+     "got 'yes'"),
     ({"data.name": "mnist"},
      "data.name must be one of digits, cifar10, cifar100, svhn, tinyimagenet, got 'mnist'"),
     ({"data.horizontal_flip": "yes"}, "data.horizontal_flip must be true or false or one of auto, "
