@@ -79,6 +79,22 @@ def job_ids(cluster) -> list[str]:
     return sorted(cluster.command("squeue", "-h", "-o", "%i").stdout.split(), key=int)
 
 
+def assert_exp_show_cache_warmed(repo: Path, names: list[str]) -> None:
+    """Each job left DVC's `dvc exp show` cache entry of its experiment commit in the repo."""
+    from dvc.repo import Repo
+
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    dvc_repo = Repo(str(repo))
+    try:
+        for name in names:
+            rev = git(repo, "rev-parse", f"refs/exps/{commit[:2]}/{commit[2:]}/{name}").strip()
+            entry = dvc_repo.experiments.cache.get(rev)
+            assert entry is not None and entry.rev == rev, name
+            assert entry.params["params.yaml"]["data"]["data"]["name"] == "digits"
+    finally:
+        dvc_repo.close()
+
+
 def test_grid_runs_on_slurm_and_shows_in_exp_show(repo, cluster):
     out = kdlab(repo, cluster, "slurm", "submit")
     assert out.count("submitted  job") == 4, out
@@ -88,6 +104,7 @@ def test_grid_runs_on_slurm_and_shows_in_exp_show(repo, cluster):
     assert "submitted 0" in again and job_ids(cluster) == live, again
 
     wait_finished(repo, cluster, NAMES)
+    assert_exp_show_cache_warmed(repo, NAMES)
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
     names = {e["name"] for c in shown for e in (c.get("experiments") or [])}
     assert set(NAMES) <= names
