@@ -98,15 +98,21 @@ def _switch(name: str, value: str, auto: bool) -> bool:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     """Measure training throughput (and with --suite dvc/all, the DVC operations of a grid)."""
+    import datetime as dt
     import json
     import os
+    import subprocess
 
     from tqdm import tqdm
 
     from kdlab.stages._common import setup_logging
 
     setup_logging()
-    results: dict = {}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    results: dict = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "commit": head.stdout.strip() if head.returncode == 0 else None,
+    }
     if args.suite in ("train", "all"):
         import torch
 

@@ -14,7 +14,7 @@ from kdlab.bench import dvc as bench_dvc
 from kdlab.bench import train as bench
 from kdlab.cli import main
 
-from ..conftest import run, tiny_params
+from ..conftest import REPO_ROOT, run, tiny_params
 from ..repos import TINY, dvc, git, make_clone
 
 TINY_BENCH = bench.BenchConfig("tiny", "resnet8", "resnet8", 10, 512, 128, 16, 64, steps=2,
@@ -44,11 +44,14 @@ def test_every_method_gets_reference_kdlab_and_bound_rates():
 
 def test_cli_bench_writes_json_and_rejects_bad_options(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.CONFIGS, "small", dataclasses.replace(TINY_BENCH, name="small"))
+    monkeypatch.chdir(REPO_ROOT)  # a git checkout: the results record its commit
     out = tmp_path / "bench.json"
     assert main(["bench", "--methods", "none", "--steps", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| none |" in printed and f"wrote {out}" in printed
-    result = json.loads(out.read_text())["train"]
+    saved = json.loads(out.read_text())
+    assert saved["date"] and len(saved["commit"]) == 40
+    result = saved["train"]
     assert result["config"]["steps"] == 1 and result["machine"]["device"] == "cpu"
     for argv, message in (
         (["--config", "huge"], "--config must be one of auto, cifar, small, got 'huge'"),
