@@ -89,30 +89,22 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
         print("run them with: dvc queue start -j N   (each teacher is trained once)")
 
 
-def _switch(name: str, value: str, auto: bool) -> bool:
-    choices = {"auto": auto, "on": True, "off": False}
-    if value not in choices:
-        raise ConfigError(f"--{name} must be one of auto, on, off, got {value!r}")
-    return choices[value]
-
-
 def cmd_bench(args: argparse.Namespace) -> None:
     """Measure training throughput (and with --suite dvc/all, the DVC operations of a grid)."""
     import datetime as dt
     import json
-    import os
-    import subprocess
 
     from tqdm import tqdm
 
+    from kdlab.gitutil import git_output
     from kdlab.stages._common import setup_logging
 
     setup_logging()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    results: dict = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "commit": head.stdout.strip() if head.returncode == 0 else None,
-    }
+    try:
+        commit = git_output(Path("."), "rev-parse", "HEAD")
+    except KdlabError:
+        commit = None  # not run inside a git checkout
+    results: dict = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": commit}
     if args.suite in ("train", "all"):
         import torch
 
@@ -120,27 +112,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from kdlab.training.seeding import configure_torch, resolve_device
 
         device = resolve_device(args.device)
-        name = args.config if args.config != "auto" else ("cifar" if device.type == "cuda"
-                                                           else "small")  # fmt: skip
-        if name not in bench.CONFIGS:
-            raise ConfigError(f"--config must be one of auto, {', '.join(bench.CONFIGS)}, "
-                              f"got {name!r}")  # fmt: skip
-        cfg = bench.CONFIGS[name]
-        overrides = {k: getattr(args, k) for k in ("steps", "warmup") if getattr(args, k)}
-        cfg = dataclasses.replace(cfg, **overrides)
-        cpus = len(os.sched_getaffinity(0))
-        workers = args.reference_workers
-        if workers is None:
-            workers = min(4, cpus) if device.type == "cuda" else 0
-        opts = bench.Options(device, workers,
-                             bound_compile=_switch("bound-compile", args.bound_compile,
-                                                   device.type == "cuda"),
-                             kdlab_compile=_switch("kdlab-compile", args.kdlab_compile,
-                                                   device.type == "cuda"))  # fmt: skip
+        cfg = bench.resolve_config(args.config, device, args.steps, args.warmup)
+        opts = bench.resolve_options(device, args.reference_workers, args.kdlab_compile,
+                                     args.bound_compile)  # fmt: skip
         configure_torch(device)
         torch.manual_seed(0)
-        methods = args.methods or ["none", *(m for m in bench.METHODS if m != "none")]
         progress = lambda it: tqdm(it, desc="bench", unit="method", file=sys.stderr)  # noqa: E731
+        methods = args.methods or bench.default_methods()
         results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
         print(bench.format_table(results["train"]))
     if args.suite in ("dvc", "all"):

@@ -12,13 +12,13 @@ from kdlab.bench.reference import (
     ReferenceData,
     ReferenceRun,
     make_reference_loader,
-    make_reference_optimizer,
     reference_fit,
 )
 from kdlab.config import params_from_dict
 from kdlab.data.loader import load_dataset
 from kdlab.distill import PairInfo, make_distiller
 from kdlab.models import make_model
+from kdlab.training.loop import make_optimizer
 from kdlab.training.run import RoleOutputs, load_frozen_teacher, train_role
 from kdlab.training.seeding import seed_everything
 
@@ -54,7 +54,7 @@ def reference_accuracy(params, data, role: str, teacher_path=None) -> float:
         distiller = make_distiller(params.kd.method, params.kd.method_params, pair)
         alpha, smoothing = params.kd.alpha, params.student_label_smoothing
     trainable = [*model.parameters(), *distiller.parameters()]
-    run = ReferenceRun(model, distiller, make_reference_optimizer(trainable, cfg), alpha,
+    run = ReferenceRun(model, distiller, make_optimizer(trainable, cfg, cpu, fast=False), alpha,
                        smoothing, teacher)  # fmt: skip
     reading = ReferenceData(data.meta["mean"], data.meta["std"],
                             params.data.resolved_crop_padding,

@@ -4,7 +4,8 @@ A torch DataLoader over the dataset with per-sample torchvision transforms (rand
 to-float, normalise), float32, the teacher under `no_grad`, and `.item()` after every step.
 It is what `kdlab bench` measures kdlab's loop against, and what the accuracy-parity test trains
 beside the pipeline's loop. It shares the models, the KD losses, the optimizer settings and the
-schedule with kdlab, so only the loop differs.
+schedule with kdlab, so only the loop differs; its optimizer is
+`make_optimizer(..., fast=False)` (torch's default SGD implementation).
 """
 
 from __future__ import annotations
@@ -84,14 +85,6 @@ def make_reference_loader(
         persistent_workers=data.workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def make_reference_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig):
-    """The same SGD settings as kdlab, with torch's default implementation."""
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-    )  # fmt: skip
 
 
 @dataclasses.dataclass

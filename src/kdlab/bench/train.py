@@ -31,13 +31,12 @@ from kdlab.bench.reference import (
     ReferenceData,
     ReferenceRun,
     make_reference_loader,
-    make_reference_optimizer,
     reference_evaluate,
     reference_train_epoch,
 )
 from kdlab.config import TrainConfig
 from kdlab.data.loader import BatchLoader, Split
-from kdlab.distill import METHODS, PairInfo, make_distiller
+from kdlab.distill import METHODS, PairInfo, make_distiller, student_loss
 from kdlab.errors import ConfigError
 from kdlab.models import make_model
 from kdlab.training.loop import (
@@ -45,6 +44,7 @@ from kdlab.training.loop import (
     autocast,
     evaluate,
     frozen_features,
+    make_optimizer,
     make_step_functions,
     train_one_epoch,
 )
@@ -108,6 +108,43 @@ class Options:
     kdlab_compile: bool
 
 
+def resolve_config(
+    name: str, device: torch.device, steps: int | None = None, warmup: int | None = None
+) -> BenchConfig:
+    """`--config` (auto = cifar on CUDA, small elsewhere) with `--steps`/`--warmup` applied."""
+    if name == "auto":
+        name = "cifar" if device.type == "cuda" else "small"
+    if name not in CONFIGS:
+        raise ConfigError(f"--config must be one of auto, {', '.join(CONFIGS)}, got {name!r}")
+    overrides = {k: v for k, v in (("steps", steps), ("warmup", warmup)) if v}
+    return dataclasses.replace(CONFIGS[name], **overrides)
+
+
+def _switch(name: str, value: str, auto: bool) -> bool:
+    choices = {"auto": auto, "on": True, "off": False}
+    if value not in choices:
+        raise ConfigError(f"--{name} must be one of auto, on, off, got {value!r}")
+    return choices[value]
+
+
+def resolve_options(
+    device: torch.device, reference_workers: int | None, kdlab_compile: str, bound_compile: str
+) -> Options:
+    """Defaults per device: on CUDA 4 reference workers (at most the cores) and both compiled;
+    on CPU no workers and both eager."""
+    cuda = device.type == "cuda"
+    if reference_workers is None:
+        reference_workers = min(4, len(os.sched_getaffinity(0))) if cuda else 0
+    return Options(device, reference_workers,
+                   bound_compile=_switch("bound-compile", bound_compile, cuda),
+                   kdlab_compile=_switch("kdlab-compile", kdlab_compile, cuda))  # fmt: skip
+
+
+def default_methods() -> list[str]:
+    """Every registered method, the pure model first."""
+    return ["none", *(m for m in METHODS if m != "none")]
+
+
 def synthetic_split(count: int, cfg: BenchConfig, device: torch.device, seed: int) -> Split:
     """Random uint8 images (stored NHWC, viewed NCHW like a prepared dataset) and labels."""
     gen = torch.Generator().manual_seed(seed)
@@ -148,8 +185,8 @@ def timed(device: torch.device, work: Callable[[], object]) -> float:
 def measure_reference(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
     student, distiller, teacher = make_pair(cfg, method, opts.device)
     student, distiller = student.to(opts.device), distiller.to(opts.device)
-    optimizer = make_reference_optimizer([*student.parameters(), *distiller.parameters()],
-                                         TrainConfig())  # fmt: skip
+    optimizer = make_optimizer([*student.parameters(), *distiller.parameters()], TrainConfig(),
+                               opts.device, fast=False)  # fmt: skip
     run = ReferenceRun(student, distiller, optimizer, 0.5, 0.0, teacher)
     reading = ReferenceData(MEAN, STD, cfg.crop_padding, True, opts.reference_workers,
                             pin_memory=opts.device.type == "cuda")  # fmt: skip
@@ -194,8 +231,6 @@ def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
     student, distiller, teacher = make_pair(cfg, method, opts.device)
     student = student.to(opts.device, memory_format=torch.channels_last).train()
     distiller = distiller.to(opts.device).train()
-    from kdlab.distill import student_loss
-
     alpha = 0.0 if method == "none" else 0.5
 
     def forward_loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

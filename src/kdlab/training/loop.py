@@ -47,16 +47,21 @@ class Objective:
     teacher: FeatureModel | None = None
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.device):
-    """SGD with momentum and weight decay; fused on CUDA, foreach (multi-tensor) on CPU."""
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+def make_optimizer(
+    params: list[nn.Parameter], cfg: TrainConfig, device: torch.device, fast: bool = True
+):
+    """SGD with momentum and weight decay; fused on CUDA, foreach (multi-tensor) on CPU.
+
+    `fast=False` leaves the implementation to torch's default (the reference loop's choice).
+    """
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.SGD(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
-        **fast,
+        **(impl if fast else {}),
     )
 
 
@@ -107,6 +112,16 @@ class StepFunctions:
     compiled: bool = False
 
 
+def make_eval_forward(model: nn.Module, device: torch.device):
+    """images -> float32 logits, under autocast (what evaluation computes per batch)."""
+
+    def eval_forward(images: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return model(images).float()
+
+    return eval_forward
+
+
 def make_step_functions(
     state: TrainState, objective: Objective, device: torch.device, compile: bool = False
 ) -> StepFunctions:
@@ -125,10 +140,7 @@ def make_step_functions(
         sums = torch.stack([terms.total * batch, terms.ce * batch, terms.kd * batch, correct])
         return terms.total, sums.detach()
 
-    def eval_forward(images: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return state.model(images).float()
-
+    eval_forward = make_eval_forward(state.model, device)
     if not compile:
         return StepFunctions(train_forward, eval_forward)
     # Static shapes: training batches all have one size (the last partial batch is dropped);
@@ -207,16 +219,13 @@ def evaluate(
 
     `forward` (images -> float logits) defaults to the model itself under autocast.
     """
+    forward = forward or make_eval_forward(model, device)
     model.eval()
     sums = torch.zeros(2, device=device)
     seen = 0
     with torch.inference_mode():
         for images, labels in loader:
-            if forward is None:
-                with autocast(device):
-                    logits = model(images).float()
-            else:
-                logits = forward(images)
+            logits = forward(images)
             sums[0] += F.cross_entropy(logits, labels, reduction="sum")
             sums[1] += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
