@@ -75,11 +75,36 @@ def test_vary_params_changes_only_method_alpha_and_seed():
 def test_synthetic_experiments_are_listed_by_exp_show(tmp_path):
     repo = make_clone(tmp_path, tiny_params(**TINY))
     baseline = git(repo, "rev-parse", "HEAD").strip()
-    dvc(repo, "exp", "run", "-n", "template", "-S", "kd.alpha=0.9")
-    template = git(repo, "rev-parse", f"refs/exps/{baseline[:2]}/{baseline[2:]}/template").strip()
-    bench_dvc.fast_import_experiments(repo, template, baseline, 7)
+    bench_dvc.synthetic_experiments(repo, 8)
+    assert_synthetic_experiments_listed(repo, baseline, 8)
+
+
+@pytest.mark.integration
+def test_the_floor_repository_lists_its_synthetic_experiments(tmp_path):
+    """The one-stage baseline of the exp-show timing is a working DVC repository whose
+    experiments are listed with their own params and metrics, like the pipeline's."""
+    floor = bench_dvc.make_floor_repo(tmp_path / "floor")
+    assert "Data and pipelines are up to date" in dvc(floor, "status")
+    baseline = git(floor, "rev-parse", "HEAD").strip()
+    bench_dvc.synthetic_experiments(floor, 5)
+    assert_synthetic_experiments_listed(floor, baseline, 5)
+
+
+def test_dvc_table_has_every_operation_and_the_per_experiment_cost():
+    results = {"repro_s": 30.0, "repro_noop_s": 0.5, "grid_queue_s": 40.0, "queued": 240,
+               "exp_show_cold_s": 21.0, "exp_show_warm_s": 2.0, "exp_show_json_s": 1.0,
+               "listed": 300, "floor_exp_show_cold_s": 5.46}  # fmt: skip
+    table = bench_dvc.format_table(results)
+    assert "| `kdlab grid queue`, 240 experiments | 40.0 |" in table
+    assert "| `dvc exp show`, 300 experiments, cold | 21.0 |" in table
+    assert "| `dvc exp show`, 300 one-stage experiments (floor), cold | 5.5 |" in table
+    assert "63 ms per new experiment" in table  # (21 - 2) / 300
+    assert "floor takes 0.26 of the pipeline's time" in table
+
+
+def assert_synthetic_experiments_listed(repo, baseline: str, count: int) -> None:
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
-    assert bench_dvc.count_experiments(json.dumps(shown)) == 8
+    assert bench_dvc.count_experiments(json.dumps(shown)) == count
     (entry,) = [c for c in shown if c["rev"] == baseline]
     seen = set()
     for exp in entry["experiments"]:
@@ -89,9 +114,9 @@ def test_synthetic_experiments_are_listed_by_exp_show(tmp_path):
         metrics = data["metrics"]["metrics/student/metrics.json"]["data"]
         assert 0 < metrics["test"]["acc"] <= 1.0
         seen.add((params["kd"]["method"], params["kd"]["alpha"], params["seed"]))
-    assert len(seen) == 8  # each synthetic experiment has its own params
+    assert len(seen) == count  # each synthetic experiment has its own params
     # Children of the baseline, like those `dvc exp run` makes.
-    for i in range(7):
+    for i in range(count - 1):
         ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/bench-{i:04d}"
         assert git(repo, "rev-parse", f"{ref}^").strip() == baseline
     run(["git", "fsck", "--no-dangling"], cwd=repo)

@@ -5,7 +5,9 @@
 3. `kdlab grid queue` of a 240-experiment grid (4 datasets × 6 methods × 3 alphas × 3 seeds,
    plus 12 teachers and 12 pure baselines), then `dvc queue remove --queued`;
 4. `dvc exp show` (the table) and `dvc exp show --json` with N finished experiments, cold (no
-   DVC experiment cache) and warm.
+   DVC experiment cache) and warm;
+5. DVC's floor for step 4: the same cold `dvc exp show` of N experiments of a one-stage
+   pipeline (one script, three params, one metrics file), in the same run.
 
 The experiments of step 4 are made the way `dvc exp run` leaves them, without training 300
 models: one real experiment is run, and N - 1 more commits are written with `git fast-import`
@@ -42,6 +44,27 @@ GRID_240 = {
 }
 METRICS_FILE = "metrics/student/metrics.json"
 
+# The floor's repository: the least a DVC experiment can be, with the params and metrics file
+# that `fast_import_experiments` varies.
+FLOOR_FILES = {
+    "dvc.yaml": (
+        "stages:\n"
+        "  train:\n"
+        "    cmd: python train.py\n"
+        "    deps: [train.py]\n"
+        "    params: [seed, kd.method, kd.alpha]\n"
+        "    metrics:\n"
+        f"      - {METRICS_FILE}:\n"
+        "          cache: false\n"
+    ),
+    "params.yaml": "seed: 0\nkd:\n  method: logit\n  alpha: 0.5\n",
+    "train.py": (
+        "import json, os\n"
+        f"os.makedirs(os.path.dirname({METRICS_FILE!r}), exist_ok=True)\n"
+        f"json.dump({{'test': {{'acc': 0.5}}}}, open({METRICS_FILE!r}, 'w'))\n"
+    ),
+}
+
 
 def tool(name: str) -> str:
     """A console script of this environment (dvc, kdlab), else the one on PATH."""
@@ -69,8 +92,26 @@ def make_clone(repo: Path, dest: Path) -> Path:
     if git_output(repo, "status", "--porcelain", "--untracked-files=no"):
         log.warning("uncommitted changes are not benchmarked: the clone is of HEAD")
     subprocess.run(["git", "clone", "--quiet", str(repo.resolve()), str(dest)], check=True)
+    set_identity(dest)
+    return dest
+
+
+def set_identity(repo: Path) -> None:
     for key, value in (("user.name", "kdlab bench"), ("user.email", "bench@kdlab.invalid")):
-        git_output(dest, "config", key, value)
+        git_output(repo, "config", key, value)
+
+
+def make_floor_repo(dest: Path) -> Path:
+    """A git + DVC repository of FLOOR_FILES, reproduced and committed."""
+    dest.mkdir(parents=True)
+    for name, text in FLOOR_FILES.items():
+        (dest / name).write_text(text)
+    git_output(dest, "init", "--quiet")
+    set_identity(dest)
+    timed_run([tool("dvc"), "init", "--quiet"], dest, "dvc init (floor)")
+    timed_run([tool("dvc"), "repro"], dest, "dvc repro (floor)")
+    git_output(dest, "add", "--all")
+    git_output(dest, "commit", "--quiet", "-m", "floor: one stage")
     return dest
 
 
@@ -143,6 +184,17 @@ def fast_import_experiments(clone: Path, template: str, baseline: str, count: in
                    input="".join(chunks).encode(), check=True)  # fmt: skip
 
 
+def synthetic_experiments(repo: Path, count: int) -> None:
+    """`count` finished experiments of `repo`'s HEAD: one `dvc exp run`, then `count - 1` copies
+    written by `fast_import_experiments`."""
+    baseline = git_output(repo, "rev-parse", "HEAD")
+    timed_run([tool("dvc"), "exp", "run", "-n", "bench-template", "-S", "kd.alpha=0.9"], repo,
+              "dvc exp run (the template experiment)")  # fmt: skip
+    template = git_output(repo, "rev-parse", "refs/exps/" + baseline[:2] + "/" + baseline[2:] +
+                          "/bench-template")  # fmt: skip
+    fast_import_experiments(repo, template, baseline, count - 1)
+
+
 def run_benchmark(repo: Path, experiments: int = 300) -> dict:
     """Every DVC measurement, in a temporary clone of `repo`; a JSON-ready dict (seconds)."""
     dvc, kdlab = tool("dvc"), tool("kdlab")
@@ -156,18 +208,17 @@ def run_benchmark(repo: Path, experiments: int = 300) -> dict:
                                                  "kdlab grid queue (240)")  # fmt: skip
         results["queued"] = int(re.search(r"queued (\d+)", out).group(1))
         timed_run([dvc, "queue", "remove", "--queued"], clone, "dvc queue remove")
-        baseline = git_output(clone, "rev-parse", "HEAD")
-        timed_run([dvc, "exp", "run", "-n", "bench-template", "-S", "kd.alpha=0.9"], clone,
-                  "dvc exp run (the template experiment)")  # fmt: skip
-        template = git_output(clone, "rev-parse", "refs/exps/" + baseline[:2] + "/" +
-                              baseline[2:] + "/bench-template")  # fmt: skip
-        fast_import_experiments(clone, template, baseline, experiments - 1)
+        synthetic_experiments(clone, experiments)
         show = [dvc, "exp", "show", "--no-pager"]
         results["exp_show_cold_s"], _ = timed_run(show, clone, "dvc exp show (cold)")
         results["exp_show_warm_s"], _ = timed_run(show, clone, "dvc exp show (warm)")
         results["exp_show_json_s"], text = timed_run([*show, "--json"], clone,
                                                      "dvc exp show --json")  # fmt: skip
         results["listed"] = count_experiments(text)
+        floor = make_floor_repo(Path(tmp) / "floor")
+        synthetic_experiments(floor, experiments)
+        what = "dvc exp show (the one-stage floor, cold)"
+        results["floor_exp_show_cold_s"], _ = timed_run(show, floor, what)
     return results
 
 
@@ -178,14 +229,21 @@ def count_experiments(exp_show_json: str) -> int:
 
 
 def format_table(results: dict) -> str:
+    r = results
+    n = r["listed"]
     rows = [
-        ("`dvc repro`, embedded pipeline, empty cache", results["repro_s"]),
-        ("`dvc repro`, no-op", results["repro_noop_s"]),
-        (f"`kdlab grid queue`, {results['queued']} experiments", results["grid_queue_s"]),
-        (f"`dvc exp show`, {results['listed']} experiments, cold", results["exp_show_cold_s"]),
-        (f"`dvc exp show`, {results['listed']} experiments, warm", results["exp_show_warm_s"]),
-        (f"`dvc exp show --json`, {results['listed']} experiments", results["exp_show_json_s"]),
+        ("`dvc repro`, embedded pipeline, empty cache", r["repro_s"]),
+        ("`dvc repro`, no-op", r["repro_noop_s"]),
+        (f"`kdlab grid queue`, {r['queued']} experiments", r["grid_queue_s"]),
+        (f"`dvc exp show`, {n} experiments, cold", r["exp_show_cold_s"]),
+        (f"`dvc exp show`, {n} experiments, warm", r["exp_show_warm_s"]),
+        (f"`dvc exp show --json`, {n} experiments", r["exp_show_json_s"]),
+        (f"`dvc exp show`, {n} one-stage experiments (floor), cold", r["floor_exp_show_cold_s"]),
     ]
     lines = ["| operation | seconds |", "|---|---:|"]
     lines += [f"| {what} | {seconds:.1f} |" for what, seconds in rows]
+    per_experiment = (r["exp_show_cold_s"] - r["exp_show_warm_s"]) / n
+    floor = r["floor_exp_show_cold_s"] / r["exp_show_cold_s"]
+    lines += ["", f"First `dvc exp show`: {per_experiment * 1000:.0f} ms per new experiment; "
+              f"the one-stage floor takes {floor:.2f} of the pipeline's time."]  # fmt: skip
     return "\n".join(lines) + "\n"
