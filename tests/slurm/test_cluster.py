@@ -48,12 +48,16 @@ def kdlab(repo: Path, cluster, *args: str, check: bool = True) -> str:
 
 
 def wait_finished(repo: Path, cluster, names: list[str], timeout: float = 400) -> str:
+    """Until every experiment is finished (pushed) and its job has ended: a job still writes
+    DVC's exp-show cache entry and its last log line after the push."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         table = kdlab(repo, cluster, "slurm", "status")
         states = dict(re.findall(r"^(\S+)\s+(\S+)", table, flags=re.M))
         if all(states.get(n) == "finished" for n in names):
-            return table
+            jobs = {str(ledger_entry(repo, n)["job_id"]) for n in names}
+            if not jobs & set(job_ids(cluster)):
+                return table
         if any(states.get(n, "").startswith("dead") for n in names):
             break
         time.sleep(2)
