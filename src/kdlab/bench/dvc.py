@@ -229,21 +229,23 @@ def count_experiments(exp_show_json: str) -> int:
 
 
 def format_table(results: dict) -> str:
-    r = results
-    n = r["listed"]
+    n = results["listed"]
     rows = [
-        ("`dvc repro`, embedded pipeline, empty cache", r["repro_s"]),
-        ("`dvc repro`, no-op", r["repro_noop_s"]),
-        (f"`kdlab grid queue`, {r['queued']} experiments", r["grid_queue_s"]),
-        (f"`dvc exp show`, {n} experiments, cold", r["exp_show_cold_s"]),
-        (f"`dvc exp show`, {n} experiments, warm", r["exp_show_warm_s"]),
-        (f"`dvc exp show --json`, {n} experiments", r["exp_show_json_s"]),
-        (f"`dvc exp show`, {n} one-stage experiments (floor), cold", r["floor_exp_show_cold_s"]),
+        ("`dvc repro`, embedded pipeline, empty cache", results["repro_s"]),
+        ("`dvc repro`, no-op", results["repro_noop_s"]),
+        (f"`kdlab grid queue`, {results['queued']} experiments", results["grid_queue_s"]),
+        (f"`dvc exp show`, {n} experiments, cold", results["exp_show_cold_s"]),
+        (f"`dvc exp show`, {n} experiments, warm", results["exp_show_warm_s"]),
+        (f"`dvc exp show --json`, {n} experiments", results["exp_show_json_s"]),
+        (
+            f"`dvc exp show`, {n} one-stage experiments (floor), cold",
+            results["floor_exp_show_cold_s"],
+        ),
     ]
     lines = ["| operation | seconds |", "|---|---:|"]
     lines += [f"| {what} | {seconds:.1f} |" for what, seconds in rows]
-    per_experiment = (r["exp_show_cold_s"] - r["exp_show_warm_s"]) / n
-    floor = r["floor_exp_show_cold_s"] / r["exp_show_cold_s"]
+    per_experiment = (results["exp_show_cold_s"] - results["exp_show_warm_s"]) / n
+    floor = results["floor_exp_show_cold_s"] / results["exp_show_cold_s"]
     lines += ["", f"First `dvc exp show`: {per_experiment * 1000:.0f} ms per new experiment; "
               f"the one-stage floor takes {floor:.2f} of the pipeline's time."]  # fmt: skip
     return "\n".join(lines) + "\n"
