@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from kdlab.config import load_params, params_from_dict
+from kdlab.distill.registry import load_checked_params as load_params
+from kdlab.distill.registry import params_from_dict
 from kdlab.errors import ConfigError
 
 from .conftest import REPO_ROOT, VENV_BIN, default_params, tiny_params, tool_env, write_params

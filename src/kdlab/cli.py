@@ -13,17 +13,9 @@ from kdlab.errors import ConfigError, KdlabError
 
 def cmd_check(args: argparse.Namespace) -> None:
     """Validate params.yaml (every section, type and range) without doing any work."""
-    from kdlab.distill import load_checked_params
+    from kdlab.validate import check_file
 
-    params = load_checked_params(args.params)
-    if "grid" in params.extra:
-        from kdlab.grid import load_grid
-
-        load_grid(params.extra["grid"])
-    if "slurm" in params.extra:
-        from kdlab.slurm.config import load_slurm_config
-
-        load_slurm_config(params.extra["slurm"])
+    params = check_file(args.params, grid=True)
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(
@@ -31,6 +23,16 @@ def cmd_check(args: argparse.Namespace) -> None:
         f"teacher {params.teacher.arch} ({params.teacher.epochs} epochs), "
         f"student {params.student.arch} ({params.student.epochs} epochs), kd {kd_text}"
     )
+
+
+def cmd_deps(args: argparse.Namespace) -> None:
+    """Print each dvc.yaml stage's src/ deps as they must be: its module's import closure."""
+    from kdlab.codedeps import compact_deps, stage_modules
+
+    for stage, module in stage_modules(args.dvc_yaml).items():
+        print(f"{stage}:  # {module}")
+        for dep in compact_deps(module):
+            print(f"  - {dep}")
 
 
 def cmd_kd_scale(args: argparse.Namespace) -> None:
@@ -164,11 +166,11 @@ def _add_bench_parser(sub) -> None:
 
 def _slurm_setup(args: argparse.Namespace):
     from kdlab import grid
-    from kdlab.distill import load_checked_params
     from kdlab.slurm import submit
     from kdlab.slurm.config import load_slurm_config
+    from kdlab.validate import check_file
 
-    params = load_checked_params(args.params)
+    params = check_file(args.params, grid=not getattr(args, "queued", False))
     overrides = {k: getattr(args, k, None) for k in
                  ("partition", "account", "gpus", "cpus", "mem", "time")}  # fmt: skip
     config = load_slurm_config(params.extra.get("slurm"), overrides)
@@ -178,6 +180,9 @@ def _slurm_setup(args: argparse.Namespace):
         planned = queued_experiments(Path("."))
         if not planned:
             raise KdlabError("the DVC queue holds no queued experiment on this commit")
+        from kdlab.validate import check_grid_points, read_raw
+
+        check_grid_points(read_raw(args.params), planned)
     else:
         planned = grid.load_grid_plan(args.params)
     experiments = submit.select(planned, args.only)
@@ -244,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate params.yaml and exit non-zero on any error")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     check.set_defaults(func=cmd_check)
+    deps = sub.add_parser("deps", help="each stage's code deps for dvc.yaml (its import closure)")
+    deps.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    deps.set_defaults(func=cmd_deps)
     scale = sub.add_parser("kd-scale", help="KD term vs cross-entropy at initialisation")
     scale.add_argument("--datasets", nargs="*", help="default: every registered dataset")
     scale.add_argument("--pairs", nargs="*", help="teacher:student, e.g. resnet56:resnet20")

@@ -2,8 +2,11 @@
 
 `load_params()` is the only way the code reads params.yaml. It rejects unknown keys, wrong types
 and out-of-range values with one line that names the field and what is allowed, before any work
-starts. Sections the current pipeline does not read yet (`extract`, `analyze`, `grid`, `slurm`)
-are accepted as free-form mappings so that later stages can claim them.
+starts. `grid` and `slurm` are validated by kdlab.grid and kdlab.slurm.config, which read them.
+
+This module imports no KD method: the per-method `kd.<method>` sections are validated only when
+the caller passes the method registry (`kdlab.distill.registry.load_checked_params`), so a stage
+that never reads `kd` (the teacher) does not depend on the KD methods' code.
 """
 
 from __future__ import annotations
@@ -277,16 +280,13 @@ class KDConfig:
     """`kd:` how the student learns from the teacher: loss = (1 - alpha)·CE + alpha·w·L_method."""
 
     method: str = "logit"
-    """KD method from the registry (kdlab.distill.METHODS); `none` trains a pure baseline."""
+    """KD method from the registry (kdlab.distill.registry); `none` trains a pure baseline."""
     alpha: float = 0.5
     """Weight of the KD term against cross-entropy, in [0, 1]; ignored by `none`."""
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict, init=False)
     """Per-method params (`kd.<method>:` sections), each a frozen dataclass of that method."""
 
     def validate(self, path: str) -> None:
-        from kdlab.distill import METHODS
-
-        check_choice(f"{path}.method", self.method, METHODS)
         check_range(f"{path}.alpha", self.alpha, 0, 1)
 
     @property
@@ -295,16 +295,19 @@ class KDConfig:
         return self.options.get(self.method)
 
 
-def build_kd_config(raw: Any, path: str = "kd") -> KDConfig:
-    """`kd` mixes fixed keys with one sub-section per registered method."""
-    from kdlab.distill import METHODS
-
+def build_kd_config(raw: Any, methods: Mapping[str, Any] | None, path: str = "kd") -> KDConfig:
+    """`kd` mixes fixed keys with one sub-section per registered method in `methods` (name ->
+    MethodSpec). Without `methods` only `method` (a string) and `alpha` are checked."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path} must be a mapping, got {raw!r}")
     fixed = {k: v for k, v in raw.items() if k in ("method", "alpha")}
     cfg = build_dataclass(KDConfig, fixed, path)
+    if methods is None:
+        return cfg
+    METHODS = methods
+    check_choice(f"{path}.method", cfg.method, METHODS)
     options = {}
     for key, value in raw.items():
         if key in fixed:
@@ -414,8 +417,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def params_from_dict(raw: Any) -> Params:
-    """Validate a parsed params.yaml mapping."""
+def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Params:
+    """Validate a parsed params.yaml mapping (`kd.<method>` sections only given `methods`)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
     known = ("seed", "device", "data", "teacher", "student", "kd", "extract", "analyze",
@@ -434,15 +437,20 @@ def params_from_dict(raw: Any) -> Params:
         data=build_dataclass(DataConfig, raw.get("data"), "data"),
         teacher=build_dataclass(TrainConfig, raw.get("teacher"), "teacher"),
         student=build_dataclass(TrainConfig, raw.get("student"), "student"),
-        kd=build_kd_config(raw.get("kd")),
+        kd=build_kd_config(raw.get("kd"), methods),
         extract=build_dataclass(ExtractConfig, raw.get("extract"), "extract"),
         analyze=build_dataclass(AnalyzeConfig, raw.get("analyze"), "analyze"),
         extra=types.MappingProxyType({k: raw[k] for k in RESERVED_SECTIONS if k in raw}),
     )
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
-    """Read and validate params.yaml; raise ConfigError with one readable line on any problem."""
+def load_params(
+    path: str | Path = DEFAULT_PARAMS_PATH, methods: Mapping[str, Any] | None = None
+) -> Params:
+    """Read and validate params.yaml; raise ConfigError with one readable line on any problem.
+
+    `methods` (kdlab.distill.base.METHODS, filled by kdlab.distill.registry) also validates the
+    `kd.<method>` sections; see the module docstring."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -454,4 +462,4 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}") from None
-    return params_from_dict(raw)
+    return params_from_dict(raw, methods)

@@ -1,13 +1,101 @@
-"""Writing whole directories atomically."""
+"""Writing files and whole directories atomically, with the permissions the umask allows.
+
+`tempfile` creates files 0600 and directories 0700; renamed into place as they are, a lab group
+sharing the DVC cache (`dvc config cache.shared group`) or the train-once store could not read
+them. Everything written here ends with the mode an ordinary `open()`/`mkdir()` would give.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from kdlab.errors import KdlabError
+
+
+class WriteError(KdlabError):
+    """An output could not be written: disk full, read-only or no permission."""
+
+
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Failures of the machine, not of kdlab: reported in one line like bad input."""
+
+
+def _reraise(exc: OSError, path: Path) -> None:
+    if exc.errno in ENVIRONMENT_ERRNOS:
+        raise WriteError(describe_os_error(exc, path)) from None
+    raise exc
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_default(path: Path, directory: bool) -> None:
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def describe_os_error(exc: OSError, path: str | Path) -> str:
+    """One line: the path, the cause, and what restores the last good state."""
+    cause = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno, exc.strerror or type(exc).__name__)
+    return (
+        f"cannot write {path}: {cause}; nothing incomplete was kept, and after freeing space or "
+        "fixing permissions `dvc checkout` restores the last good outputs and re-running the "
+        "stage resumes"
+    )
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename, fsync dir."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's leftovers
+            stale.unlink(missing_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _reraise(exc, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _chmod_default(Path(tmp_name), directory=False)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        _reraise(exc, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable (a crash right after os.replace keeps the new file)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -15,13 +103,39 @@ def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `out_dir`; when the block succeeds it replaces
     `out_dir`, when it fails it is removed. Readers never see a half-written directory."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        _reraise(exc, out_dir)
     try:
         yield tmp_dir
+        _chmod_default(tmp_dir, directory=True)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp_dir, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _reraise(exc, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    fsync_dir(out_dir.parent)
+
+
+def check_writable(directory: str | Path, needed_bytes: int = 0) -> None:
+    """Refuse before work starts: `directory` (created if missing) must take a file and have
+    `needed_bytes` free."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        _reraise(exc, directory)
+    if free < needed_bytes:
+        raise WriteError(
+            f"cannot write {directory}: {free / 2**20:.1f} MiB free, this run needs about "
+            f"{needed_bytes / 2**20:.1f} MiB; free space and run the stage again"
+        )

@@ -45,7 +45,7 @@ class GridConfig:
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS
-        from kdlab.distill import METHODS
+        from kdlab.distill.registry import METHODS
 
         for field in ("datasets", "methods", "alphas", "seeds"):
             values = getattr(self, field)
@@ -65,6 +65,11 @@ class GridConfig:
 
 
 def load_grid(raw: Any) -> GridConfig:
+    if raw is None:
+        # an empty `grid:` must not silently plan the built-in defaults
+        raise ConfigError(
+            "grid must be a mapping with datasets, methods, alphas, seeds (and baseline), got null"
+        )
     return build_dataclass(GridConfig, raw, "grid")
 
 
@@ -131,10 +136,11 @@ def plan_grid(grid: GridConfig) -> list[Experiment]:
 
 
 def load_grid_plan(params_path: Path) -> list[Experiment]:
-    """Read params.yaml, validate it and its `grid:` section, and plan the grid."""
-    from kdlab.distill import load_checked_params
+    """Read params.yaml, validate it, its `grid:` section and every grid point (as each
+    experiment would run), and plan the grid. Nothing is planned if one point is invalid."""
+    from kdlab.validate import check_file
 
-    params = load_checked_params(params_path)
+    params = check_file(params_path, grid=True)
     if "grid" not in params.extra:
         raise ConfigError(f"{params_path} has no grid: section (datasets, methods, alphas, seeds)")
     return plan_grid(load_grid(params.extra["grid"]))

@@ -16,7 +16,8 @@ import dataclasses
 
 import torch
 
-from kdlab.distill import METHODS, PairInfo, make_distiller, student_loss
+from kdlab.distill.base import PairInfo, student_loss
+from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.models import make_model
 
 DEFAULT_PAIRS = (("resnet20", "resnet8"), ("resnet56", "resnet20"), ("resnet110", "resnet56"))

@@ -14,9 +14,9 @@ from kdlab.bench.reference import (
     make_reference_loader,
     reference_fit,
 )
-from kdlab.config import params_from_dict
 from kdlab.data.loader import load_dataset
-from kdlab.distill import PairInfo, make_distiller
+from kdlab.distill.base import PairInfo
+from kdlab.distill.registry import make_distiller, params_from_dict
 from kdlab.models import make_model
 from kdlab.training.loop import make_optimizer
 from kdlab.training.run import RoleOutputs, load_frozen_teacher, train_role

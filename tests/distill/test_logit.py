@@ -8,8 +8,9 @@ import re
 import pytest
 import torch
 
-from kdlab.distill import METHODS, make_distiller, student_loss
+from kdlab.distill.base import student_loss
 from kdlab.distill.logit import LogitParams, kl_logit_loss
+from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import Features, make_model
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlab.distill import METHODS, PairInfo, make_distiller, student_loss
 from kdlab.distill.at import ATParams
+from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.fitnets import FitNetsParams
 from kdlab.distill.ft import PARAPHRASER_FORMAT, FTParams, Paraphraser
 from kdlab.distill.nst import NSTParams
+from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.distill.rkd import RKDParams
 from kdlab.errors import CheckpointError, ConfigError
 from kdlab.models import Features, make_model, probe_shapes

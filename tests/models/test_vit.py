@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from kdlab.distill import PairInfo, make_distiller
+from kdlab.distill.base import PairInfo
+from kdlab.distill.registry import make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import make_model, probe_shapes
 

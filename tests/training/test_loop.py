@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from kdlab.config import params_from_dict
 from kdlab.data.loader import BatchLoader, load_dataset
-from kdlab.distill import make_distiller
+from kdlab.distill.registry import make_distiller, params_from_dict
 from kdlab.models import make_model
 from kdlab.training.loop import (
     Objective,
@@ -82,7 +81,7 @@ def test_one_epoch_of_distillation_moves_the_student_only(digits_dir):
 
 
 def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
-    from kdlab.distill import PairInfo
+    from kdlab.distill.base import PairInfo
     from kdlab.models import probe_shapes
     from kdlab.training.loop import pretrain_epochs
 
@@ -130,7 +129,7 @@ def test_frozen_teacher_outputs_are_ordinary_tensors_without_grad():
 
 
 def _train(digits_dir, method: str, compile: bool, epochs: int):
-    from kdlab.distill import PairInfo
+    from kdlab.distill.base import PairInfo
     from kdlab.training.loop import make_step_functions
 
     data = load_dataset(digits_dir)

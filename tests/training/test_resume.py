@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdlab.errors import CheckpointError
 from kdlab.stages import train_paraphraser, train_student, train_teacher
 from kdlab.training import run as run_module
 from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
@@ -36,17 +36,26 @@ def make_workdir(path: Path, **overrides) -> Path:
 
 
 def assert_same_run(a: Path, b: Path, role: str = "teacher") -> None:
-    """Same final weights (bit for bit), same metrics.json, same per-epoch values."""
+    """Same final weights (bit for bit), same model directory file for file and byte for byte
+    (milestones included), same metrics.json and per-epoch values."""
     model_a = load_checkpoint(a / "models" / role / "model.pt")
     model_b = load_checkpoint(b / "models" / role / "model.pt")
     assert model_a["epoch"] == model_b["epoch"]
     assert model_a["metrics"] == model_b["metrics"]
     for key, tensor in model_a["state_dict"].items():
         assert torch.equal(tensor, model_b["state_dict"][key]), key
+    assert tree_bytes(a / "models" / role) == tree_bytes(b / "models" / role)
     metrics = Path("metrics") / role / "metrics.json"
     assert (a / metrics).read_text() == (b / metrics).read_text()
-    for tsv in sorted((a / "metrics" / role / "plots").rglob("*.tsv")):
-        assert without_timestamps(tsv) == without_timestamps(b / tsv.relative_to(a)), tsv
+    tsvs = sorted(p.relative_to(a) for p in (a / "metrics" / role / "plots").rglob("*.tsv"))
+    assert tsvs == sorted(p.relative_to(b) for p in (b / "metrics" / role / "plots").rglob("*.tsv"))
+    for tsv in tsvs:
+        assert without_timestamps(a / tsv) == without_timestamps(b / tsv), tsv
+
+
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
 
 
 def without_timestamps(tsv: Path) -> list[list[str]]:
@@ -63,16 +72,17 @@ def test_same_params_twice_give_identical_outputs(tmp_path, digits_dir):
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
-def read_step(metrics_json: Path) -> int:
+def resume_epoch(resume: Path) -> int:
     try:
-        return json.loads(metrics_json.read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return load_checkpoint(resume)["epoch"]
+    except CheckpointError:  # not written yet
         return -1
 
 
 @pytest.mark.integration
 def test_sigkill_then_restart_equals_uninterrupted(tmp_path, digits_dir):
-    overrides = {"teacher.arch": "resnet20", "teacher.epochs": 8, "teacher.batch_size": 64}
+    overrides = {"teacher.arch": "resnet20", "teacher.epochs": 8, "teacher.batch_size": 64,
+                 "teacher.save_epochs": [2, 6]}  # fmt: skip
     reference = make_workdir(tmp_path / "reference", **overrides)
     assert train_teacher.main(stage_args(reference, digits_dir)) == 0
 
@@ -80,18 +90,23 @@ def test_sigkill_then_restart_equals_uninterrupted(tmp_path, digits_dir):
     cmd = [sys.executable, "-m", "kdlab.stages.train_teacher", *stage_args(work, digits_dir)]
     proc = subprocess.Popen(cmd, env=tool_env(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while read_step(work / "metrics/teacher/metrics.json") < 2 and proc.poll() is None:
+    resume = work / "checkpoints/teacher/resume.pt"
+    while resume_epoch(resume) < 3 and proc.poll() is None:
         assert time.monotonic() < deadline, "training never got going"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (work / "models/teacher/model.pt").exists()
-    killed_at = load_checkpoint(work / "checkpoints/teacher/resume.pt")["epoch"]
+    # nothing that looks like an output: those appear only once the last epoch is done
+    assert not (work / "models/teacher").exists() and not (work / "metrics/teacher").exists()
+    killed_at = load_checkpoint(resume)["epoch"]
     assert 3 <= killed_at < 8
 
     restart = subprocess.run(cmd, env=tool_env(), capture_output=True, text=True)
     assert restart.returncode == 0, restart.stderr
     assert f"at epoch {killed_at} ({killed_at} epochs already complete)" in restart.stderr
+    # the milestone of epoch 2, written before the kill, is in the output of the resumed run
+    assert sorted(p.name for p in (work / "models/teacher/milestones").iterdir()) == [
+        "epoch_0002.pt", "epoch_0006.pt"]  # fmt: skip
     assert_same_run(reference, work)
 
 
@@ -194,16 +209,17 @@ def test_resume_restores_the_methods_own_modules(method, tmp_path, digits_dir, m
     assert train_student.main(student_args(reference)) == 0
 
     work = make_workdir(tmp_path / "killed", **overrides)
-    real_log_epoch = run_module.MetricsLogger.log_epoch
-    logged = []
+    real_save = run_module.save_checkpoint
+    saved = []
 
-    def log_then_die(self, metrics):
-        real_log_epoch(self, metrics)
-        logged.append(metrics)
-        if len(logged) == 2:  # two epochs complete, their resume checkpoint written
-            raise SimulatedKill
+    def save_then_die(payload, path):
+        real_save(payload, path)
+        if Path(path).name == "resume.pt":
+            saved.append(path)
+            if len(saved) == 2:  # two epochs complete, their resume checkpoint written
+                raise SimulatedKill
 
-    monkeypatch.setattr(run_module.MetricsLogger, "log_epoch", log_then_die)
+    monkeypatch.setattr(run_module, "save_checkpoint", save_then_die)
     with pytest.raises(SimulatedKill):
         train_student.main(student_args(work))
     monkeypatch.undo()

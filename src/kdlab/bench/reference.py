@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from kdlab.config import TrainConfig
 from kdlab.data.loader import Split
-from kdlab.distill import Distiller, student_loss
+from kdlab.distill.base import Distiller, student_loss
 from kdlab.models import FeatureModel
 from kdlab.training.loop import make_scheduler
 

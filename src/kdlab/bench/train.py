@@ -36,7 +36,8 @@ from kdlab.bench.reference import (
 )
 from kdlab.config import TrainConfig
 from kdlab.data.loader import BatchLoader, Split
-from kdlab.distill import METHODS, PairInfo, make_distiller, student_loss
+from kdlab.distill.base import PairInfo, student_loss
+from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import make_model
 from kdlab.training.loop import (

@@ -13,7 +13,6 @@ one), never by the experiment seed, so every experiment is evaluated on the same
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdlab.checksum import sha256_file
 from kdlab.data import sources
 from kdlab.data.download import RemoteFile
 from kdlab.data.sources import BuildContext
@@ -102,14 +102,6 @@ DATASETS: dict[str, DatasetSpec] = {
                     (sources.TINYIMAGENET,), "http://cs231n.stanford.edu/ (CS231n)"),
     )
 }  # fmt: skip
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def channel_stats(images_nhwc: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:

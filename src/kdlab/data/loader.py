@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab.data.datasets import ARRAY_FILES, sha256_file
+from kdlab.checksum import sha256_file
+from kdlab.data.datasets import ARRAY_FILES
 from kdlab.errors import DataError
 
 

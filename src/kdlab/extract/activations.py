@@ -11,11 +11,16 @@ Layout of an activation cache directory:
 <model> is `teacher`, `student`, or a milestone such as `student@epoch_0010`. Arrays are opened
 with numpy's memmap, so analysis reads them without loading or recomputing anything; the
 directory is written beside its destination and renamed into place when complete.
+
+metadata.json records the sha256 of every array file and a checksum of its own content; the
+reader verifies both, and that every value is finite, before an array is used: a flipped,
+truncated or NaN-filled file is refused with one line naming it and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdlab.checksum import sha256_file
 from kdlab.data.loader import BatchLoader, Split
 from kdlab.errors import DataError
 from kdlab.extract.attention import capture_attention, mha_modules
@@ -84,6 +90,8 @@ class _ArrayWriter:
         for array in self.arrays.values():
             array.flush()
         self.arrays.clear()
+        for info in self.info.values():
+            info["sha256"] = sha256_file(self.out_dir / info["file"])
         return self.info
 
 
@@ -134,9 +142,40 @@ def extract_all(
         np.save(tmp_dir / "labels.npy", sample.labels.cpu().numpy())
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
                     "indices": [int(i) for i in indices], "models": model_info,
-                    "arrays": arrays}  # fmt: skip
+                    "arrays": arrays,
+                    "files_sha256": {name: sha256_file(tmp_dir / name)
+                                     for name in ("indices.npy", "labels.npy")}}  # fmt: skip
+        metadata[META_CHECKSUM] = metadata_checksum(metadata)
         (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata
+
+
+def all_finite(array: np.ndarray, rows: int = 1024) -> bool:
+    """No NaN or inf, checked a block of rows at a time (a memmap is never loaded whole)."""
+    return all(np.isfinite(array[i : i + rows]).all() for i in range(0, len(array), rows))
+
+
+META_CHECKSUM = "metadata_sha256"
+REBUILD = "run `dvc repro -f extract` (or `dvc checkout data/activations`) to rebuild it"
+
+
+def metadata_checksum(metadata: dict) -> str:
+    """sha256 of metadata.json's content without its own checksum (canonical JSON)."""
+    content = {k: v for k, v in metadata.items() if k != META_CHECKSUM}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def read_metadata(meta_path: Path) -> dict:
+    """metadata.json, parsed and verified against its own checksum."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{meta_path} is corrupt (not JSON); {REBUILD}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{meta_path} is not a kdlab activation cache; {REBUILD}")
+    if meta.get(META_CHECKSUM) != metadata_checksum(meta):
+        raise DataError(f"{meta_path} does not match its checksum (corrupt); {REBUILD}")
+    return meta
 
 
 class ActivationCache:
@@ -147,16 +186,29 @@ class ActivationCache:
         meta_path = self.dir / "metadata.json"
         if not meta_path.exists():
             raise DataError(f"{self.dir} holds no activations: run `dvc repro extract`")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise DataError(f"{meta_path} is not a kdlab activation cache")
-        self.labels = np.load(self.dir / "labels.npy")
-        self.indices = np.load(self.dir / "indices.npy")
+        self.meta = read_metadata(meta_path)
+        self.labels = self._load("labels.npy", self.meta["files_sha256"]["labels.npy"])
+        self.indices = self._load("indices.npy", self.meta["files_sha256"]["indices.npy"])
+        self._verified: dict[str, np.ndarray] = {}
+
+    def _load(self, filename: str, sha256: str, mmap_mode: str | None = None) -> np.ndarray:
+        """A verified array: its file's sha256 as recorded, readable, and finite."""
+        path = self.dir / filename
+        if not path.exists():
+            raise DataError(f"{path} is missing; {REBUILD}")
+        if sha256_file(path) != sha256:
+            raise DataError(f"{path} does not match its sha256 in metadata.json (corrupt); "
+                            f"{REBUILD}")  # fmt: skip
+        try:
+            array = np.load(path, mmap_mode=mmap_mode)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path} is unreadable ({exc}); {REBUILD}") from None
+        if array.dtype.kind == "f" and not all_finite(array):
+            raise DataError(f"{path} holds NaN or infinite values; {REBUILD}")
+        return array
 
     def check_fresh(self, checkpoints: dict[str, Path]) -> None:
         """Each named model must have been extracted from the checkpoint file given now."""
-        from kdlab.data.datasets import sha256_file
-
         for name, path in checkpoints.items():
             recorded = self.meta["models"].get(name, {}).get("sha256")
             if recorded != sha256_file(Path(path)):
@@ -176,6 +228,9 @@ class ActivationCache:
         return [key[len(prefix) :] for key in self.meta["arrays"] if key.startswith(prefix)]
 
     def get(self, model: str, layer: str) -> np.ndarray:
-        """(N, ...) memmapped, read-only."""
-        info = self.meta["arrays"][f"{model}/{layer}"]
-        return np.load(self.dir / info["file"], mmap_mode="r")
+        """(N, ...) memmapped, read-only; verified (checksum, finite values) on first use."""
+        key = f"{model}/{layer}"
+        if key not in self._verified:
+            info = self.meta["arrays"][key]
+            self._verified[key] = self._load(info["file"], info["sha256"], mmap_mode="r")
+        return self._verified[key]

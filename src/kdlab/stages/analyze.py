@@ -27,14 +27,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def body(args: argparse.Namespace) -> None:
     from kdlab.analysis.pipeline import analyze_cache
     from kdlab.analysis.plots import write_figures, write_plot_data
-    from kdlab.distill import load_checked_params
+    from kdlab.config import load_params
     from kdlab.extract.activations import ActivationCache
-    from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+    from kdlab.training.seeding import start_run
 
-    params = load_checked_params(args.params)
-    seed_everything(params.seed)
-    device = resolve_device(params.device)
-    configure_torch(device)
+    params = load_params(args.params)
+    device = start_run(params.seed, params.device)
     cache = ActivationCache(args.activations)
     cache.check_fresh({"teacher": args.teacher, "student": args.student})
     result = analyze_cache(cache, params.analyze, params.seed, device)

@@ -30,17 +30,15 @@ def model_checkpoints(role: str, model_dir: Path, milestones: bool) -> dict[str,
 
 
 def body(args: argparse.Namespace) -> None:
-    from kdlab.data.datasets import sha256_file
+    from kdlab.checksum import sha256_file
+    from kdlab.config import load_params
     from kdlab.data.loader import load_dataset
-    from kdlab.distill import load_checked_params
     from kdlab.extract.activations import extract_all, sample_indices
-    from kdlab.training.run import load_model
-    from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+    from kdlab.training.checkpoint import load_model
+    from kdlab.training.seeding import start_run
 
-    params = load_checked_params(args.params)
-    seed_everything(params.seed)
-    device = resolve_device(params.device)
-    configure_torch(device)
+    params = load_params(args.params)
+    device = start_run(params.seed, params.device)
     cfg = params.extract
     dataset = load_dataset(args.data)
     checkpoints = {

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from kdlab.config import load_params
 from kdlab.data.datasets import prepare_dataset
-from kdlab.distill import load_checked_params
 from kdlab.stages._common import run_stage
 
 log = logging.getLogger("kdlab.prepare")
@@ -23,7 +23,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def body(args: argparse.Namespace) -> None:
-    params = load_checked_params(args.params)
+    params = load_params(args.params)
     log.info("preparing dataset %s into %s", params.data.name, args.out)
     meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror)
     log.info("wrote %s: %s images, shape %s", args.out, meta["splits"], meta["image_shape"])

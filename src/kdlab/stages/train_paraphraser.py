@@ -26,20 +26,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def body(args: argparse.Namespace) -> None:
     from kdlab.data.loader import load_dataset
-    from kdlab.distill import load_checked_params
     from kdlab.distill.ft import PARAPHRASER_FORMAT, train_paraphraser
+    from kdlab.distill.registry import load_checked_params
     from kdlab.training.checkpoint import save_checkpoint
     from kdlab.training.run import load_frozen_teacher, make_loaders
-    from kdlab.training.seeding import configure_torch, resolve_device, seed_everything
+    from kdlab.training.seeding import start_run
 
     params = load_checked_params(args.params)
     if params.kd.method != "ft":
         log.info("kd.method is %s: no paraphraser needed, writing a placeholder", params.kd.method)
         save_checkpoint({"format": PARAPHRASER_FORMAT, "trained": False}, args.out)
         return
-    seed_everything(params.seed)
-    device = resolve_device(params.device)
-    configure_torch(device)
+    device = start_run(params.seed, params.device)
     dataset = load_dataset(args.data)
     teacher, teacher_sha = load_frozen_teacher(args.teacher, device)
     # The teacher's batch size: this stage must not depend on student params.

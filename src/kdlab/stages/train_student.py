@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import add_training_args, run_stage, train_stage
+from kdlab.stages._common import add_training_args, run_stage
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +15,35 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paraphraser", type=Path, help="ft's paraphraser (train_paraphraser)")
 
 
+def body(args: argparse.Namespace) -> None:
+    from kdlab.data.loader import load_dataset
+    from kdlab.distill.registry import get_method, load_checked_params
+    from kdlab.errors import ConfigError
+    from kdlab.training.run import RoleOutputs, train_role
+    from kdlab.training.seeding import start_run
+    from kdlab.training.stop import stop_on_signal
+    from kdlab.training.student import student_setup
+
+    params = load_checked_params(args.params)
+    # Each method declares the files it needs (Distiller.artifacts); the stage passes those only,
+    # so a method's resume fingerprint never depends on another method's files.
+    needed = get_method(params.kd.method).cls.artifacts
+    artifacts = {name: getattr(args, name, None) for name in needed}
+    missing = [name for name, path in artifacts.items() if path is None]
+    if missing:
+        raise ConfigError(
+            f"kd.method {params.kd.method} needs --{missing[0]} (an earlier stage's output)"
+        )
+    device = start_run(params.seed, params.device)
+    dataset = load_dataset(args.data)
+    outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
+    setup = student_setup(params, dataset, device, args.teacher, artifacts)
+    with stop_on_signal():
+        train_role("student", params, dataset, device, outputs, setup)
+
+
 def main(argv=None) -> int:
-    return run_stage("train_student", add_args, lambda a: train_stage("student", a), argv)
+    return run_stage("train_student", add_args, body, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,42 @@
-"""DVC stage `train_teacher`: a pure (CE + label smoothing) teacher for one (dataset, seed)."""
+"""DVC stage `train_teacher`: a pure (CE + label smoothing) teacher for one (dataset, seed).
+
+It reads no `kd` param and imports no KD method, so editing a KD method never retrains a
+teacher. A teacher is shared by many experiments, so it is trained once (kdlab.training.once).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from kdlab.stages._common import add_training_args, run_stage, train_stage
+from kdlab.stages._common import add_training_args, run_stage
+
+
+def body(args: argparse.Namespace) -> None:
+    from kdlab.config import load_params
+    from kdlab.data.loader import load_dataset
+    from kdlab.training.once import default_store_dir, run_once
+    from kdlab.training.run import RoleOutputs, run_fingerprint, teacher_setup, train_role
+    from kdlab.training.seeding import start_run
+    from kdlab.training.stop import stop_on_signal
+
+    params = load_params(args.params)
+    device = start_run(params.seed, params.device)
+    dataset = load_dataset(args.data)
+    outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
+    setup = teacher_setup(params, dataset)
+
+    def train() -> None:
+        with stop_on_signal():
+            train_role("teacher", params, dataset, device, outputs, setup)
+
+    fingerprint = run_fingerprint("teacher", params, dataset, device, setup)
+    run_once(default_store_dir(), fingerprint,
+             {"model": args.model_dir, "metrics": args.metrics_dir}, train)  # fmt: skip
 
 
 def main(argv=None) -> int:
-    return run_stage("train_teacher", add_training_args, lambda a: train_stage("teacher", a), argv)
+    return run_stage("train_teacher", add_training_args, body, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from torch import nn
 
 from kdlab.config import TrainConfig
 from kdlab.data.loader import BatchLoader
-from kdlab.distill import Distiller, student_loss
+from kdlab.distill.base import Distiller, student_loss
 from kdlab.models import FeatureModel
 from kdlab.models.base import Features
 from kdlab.training import stop

@@ -8,19 +8,22 @@ So the teacher stage takes a per-run lock in a directory every workspace of the 
 shares (next to DVC's cache, which queue workers and SLURM workspaces all use), keyed by the
 run's fingerprint (params, dataset, code, device type). The first holder trains and publishes its
 outputs there; anyone who was waiting copies them instead of training. The published copy is
-written atomically, so a killed trainer leaves nothing that could be mistaken for a teacher.
+written atomically with a manifest of its files' sha256, so a killed trainer leaves nothing
+that could be mistaken for a teacher, and a damaged copy is retrained, never used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kdlab.checksum import sha256_file
 from kdlab.fsutil import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -62,10 +65,42 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _copy_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
+MANIFEST = "manifest.json"
+"""In a published run: the sha256 of every file, checked before anything is copied out."""
+
+
+def _files(directory: Path) -> dict[str, Path]:
+    return {p.relative_to(directory).as_posix(): p
+            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def _publish(published: Path, outputs: dict[str, Path]) -> None:
+    with atomic_directory(published) as tmp:
+        for label, path in outputs.items():
+            shutil.copytree(path, tmp / label)
+        sums = {rel: sha256_file(p) for rel, p in _files(tmp).items()}
+        (tmp / MANIFEST).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n")
+
+
+def _damage(published: Path) -> str | None:
+    """Why the published run cannot be used (missing, extra or changed files), or None."""
+    try:
+        manifest = json.loads((published / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"{published / MANIFEST} is missing or corrupt"
+    found = {rel: p for rel, p in _files(published).items() if rel != MANIFEST}
+    if set(found) != set(manifest):
+        return f"its files are not those of {MANIFEST}"
+    for rel, path in found.items():
+        if sha256_file(path) != manifest[rel]:
+            return f"{path} does not match its checksum"
+    return None
+
+
+def _copy_out(published: Path, outputs: dict[str, Path]) -> None:
+    for label, path in outputs.items():
+        with atomic_directory(path) as tmp:
+            shutil.copytree(published / label, tmp, dirs_exist_ok=True)
 
 
 def run_once(
@@ -73,7 +108,8 @@ def run_once(
 ) -> bool:
     """Call `train` unless this run was already published; returns True if it trained.
 
-    `outputs` maps a label to an output directory of the run. Without a store, just train.
+    `outputs` maps a label to an output directory of the run. Without a store, just train. A
+    published run whose files do not match its manifest is removed and trained again.
     """
     if store_dir is None:
         train()
@@ -81,13 +117,14 @@ def run_once(
     published = store_dir / fingerprint
     with _exclusive(store_dir / f"{fingerprint}.lock"):
         if published.is_dir():
-            for label, path in outputs.items():
-                _copy_dir(published / label, path)
-            log.info("this run was already trained by another experiment; copied its outputs "
-                     "from %s instead of training again", published)  # fmt: skip
-            return False
+            damage = _damage(published)
+            if damage is None:
+                _copy_out(published, outputs)
+                log.info("this run was already trained by another experiment; copied its "
+                         "outputs from %s instead of training again", published)  # fmt: skip
+                return False
+            log.warning("not using the published run %s: %s; training again", published, damage)
+            shutil.rmtree(published)
         train()
-        with atomic_directory(published) as tmp:
-            for label, path in outputs.items():
-                shutil.copytree(path, tmp / label)
+        _publish(published, outputs)
         return True

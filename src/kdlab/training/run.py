@@ -1,14 +1,23 @@
-"""Train one role (teacher or student) end to end: set-up, resume, per-epoch outputs, final model.
+"""Train one role (teacher or student) end to end: set-up, resume, outputs that are complete.
 
-Outputs of a role:
+Outputs of a role (the stage's DVC outputs):
     <model_dir>/model.pt                    final state_dict + arch + params + epoch + metrics
     <model_dir>/milestones/epoch_XXXX.pt    the same, after each epoch in `save_epochs`
     <metrics_dir>/                          DVCLive: metrics.json and per-epoch plot data
+Work files, beside the resume checkpoint (not DVC outputs, so DVC never deletes them):
     <resume_path>                           the last complete epoch, to resume a killed run
+    <resume_path.parent>/milestones/        milestones of this run, kept across a resume
 
-The resume checkpoint carries a fingerprint of everything that determines the run (params,
-dataset and teacher checksums, code, device type). A checkpoint with another fingerprint is
-never resumed from: it is logged and the run starts fresh.
+DVC deletes a stage's outputs before it runs. So nothing is written into them while training:
+milestones are kept beside the resume checkpoint, and only when the last epoch is done are the
+model directory and the metrics directory written, each in a temporary directory renamed into
+place. A run stopped at any point leaves no output that looks complete, and a resumed run ends
+with exactly the files of an uninterrupted one: same milestones, same bytes.
+
+The resume checkpoint carries a fingerprint of everything that determines the run: params,
+dataset and teacher checksums, the stage's code (the same files DVC tracks for it, see
+kdlab.codedeps), the device type. A checkpoint with another fingerprint, or whose milestones are
+missing or corrupt, is never resumed from: it is logged and the run starts fresh.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,16 +34,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from kdlab.checksum import sha256_file
+from kdlab.codedeps import code_digest
 from kdlab.config import Params, TrainConfig
-from kdlab.data.datasets import sha256_file
 from kdlab.data.loader import BatchLoader, Dataset
-from kdlab.distill import Distiller, PairInfo, make_distiller
-from kdlab.errors import CheckpointError, ConfigError
+from kdlab.distill.base import Distiller
+from kdlab.errors import CheckpointError
+from kdlab.fsutil import atomic_directory, check_writable
 from kdlab.models import FeatureModel, make_model
 from kdlab.training.checkpoint import (
     MODEL_FORMAT,
     RESUME_FORMAT,
     load_checkpoint,
+    load_model,
     save_checkpoint,
 )
 from kdlab.training.loop import (
@@ -46,7 +59,6 @@ from kdlab.training.loop import (
 )
 
 log = logging.getLogger(__name__)
-SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +76,36 @@ class RoleOutputs:
     def milestone_path(self, epoch: int) -> Path:
         return self.model_dir / "milestones" / f"epoch_{epoch:04d}.pt"
 
+    @property
+    def work_milestones_dir(self) -> Path:
+        """Milestones while training: beside the resume checkpoint, never deleted by DVC."""
+        return self.resume_path.parent / "milestones"
 
-def source_digest() -> str:
-    """sha256 over kdlab's Python sources: a code change invalidates resume checkpoints."""
-    digest = hashlib.sha256()
-    for path in sorted(SOURCE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(SOURCE_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    def work_milestone_path(self, epoch: int) -> Path:
+        return self.work_milestones_dir / f"epoch_{epoch:04d}.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleSetup:
+    """What differs between a teacher and a student run: networks, KD term, loss, identity."""
+
+    model: FeatureModel
+    distiller: Distiller
+    objective: Objective
+    stage_module: str
+    """The stage's module; its import closure is the code in the fingerprint."""
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Checksums of the input files besides the dataset (teacher, method artefacts)."""
+
+
+def teacher_setup(params: Params, dataset: Dataset) -> RoleSetup:
+    """A pure model trained on CE with the teacher's label smoothing; no KD method involved."""
+    from kdlab.distill.none import NoDistillation
+
+    cfg = params.teacher
+    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
+    objective = Objective(alpha=0.0, label_smoothing=cfg.label_smoothing)
+    return RoleSetup(model, NoDistillation(None), objective, "kdlab.stages.train_teacher")
 
 
 def role_params(role: str, params: Params) -> dict[str, Any]:
@@ -83,37 +117,17 @@ def role_params(role: str, params: Params) -> dict[str, Any]:
 
 
 def run_fingerprint(
-    role: str,
-    params: Params,
-    dataset: Dataset,
-    device: torch.device,
-    teacher_sha: str | None,
-    artifacts: dict[str, Path] | None = None,
+    role: str, params: Params, dataset: Dataset, device: torch.device, setup: RoleSetup
 ) -> str:
     identity = {
         "role": role,
         "params": role_params(role, params),
         "dataset_sha256": dataset.meta["sha256"],
-        "teacher_sha256": teacher_sha,
-        "artifacts_sha256": {k: sha256_file(Path(v)) for k, v in sorted((artifacts or {}).items())},
-        "code": source_digest(),
+        "inputs": setup.inputs,
+        "code": code_digest(setup.stage_module),
         "device": device.type,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def load_model(path: Path, device: torch.device) -> tuple[FeatureModel, dict[str, Any]]:
-    """Rebuild a model from a kdlab model checkpoint; returns (model in eval mode, payload)."""
-    payload = load_checkpoint(path, MODEL_FORMAT)
-    model = make_model(payload["arch"], payload["in_channels"], payload["num_classes"],
-                       payload.get("image_size", 32))  # fmt: skip
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit arch {payload['arch']}: {exc}"
-        ) from None
-    return model.to(device).eval(), payload
 
 
 def load_frozen_teacher(path: Path, device: torch.device) -> tuple[FeatureModel, str]:
@@ -154,21 +168,41 @@ def resume_payload(state: TrainState, fingerprint: str) -> dict:
     }
 
 
-def try_resume(state: TrainState, resume_path: Path, fingerprint: str) -> None:
-    """Restore `state` from `resume_path` if it exists and belongs to this exact run."""
+def _resumable_payload(
+    outputs: RoleOutputs, fingerprint: str, save_epochs: tuple[int, ...]
+) -> dict | None:
+    """The resume checkpoint's payload if it belongs to this exact run and every milestone it
+    has passed is present and intact; else None (with the reason logged)."""
+    resume_path = outputs.resume_path
     if not resume_path.exists():
-        return
+        return None
     try:
         payload = load_checkpoint(resume_path, RESUME_FORMAT)
     except CheckpointError as exc:
         log.warning("not resuming: %s; starting fresh", exc)
-        return
+        return None
     if payload["fingerprint"] != fingerprint:
         log.warning(
             "not resuming from %s: it was written by a run with other params, data, teacher or "
             "code; starting fresh",
             resume_path,
         )
+        return None
+    for epoch in (e for e in save_epochs if e <= int(payload["epoch"])):
+        try:
+            load_checkpoint(outputs.work_milestone_path(epoch), MODEL_FORMAT)
+        except CheckpointError as exc:
+            log.warning("not resuming from %s: milestone %s; starting fresh", resume_path, exc)
+            return None
+    return payload
+
+
+def try_resume(state: TrainState, outputs: RoleOutputs, fingerprint: str, cfg: TrainConfig):
+    """Restore `state` from the resume checkpoint if it belongs to this exact run; otherwise
+    remove this role's work milestones, which belong to another run."""
+    payload = _resumable_payload(outputs, fingerprint, cfg.save_epochs)
+    if payload is None:
+        shutil.rmtree(outputs.work_milestones_dir, ignore_errors=True)
         return
     state.model.load_state_dict(payload["model"])
     state.distiller.load_state_dict(payload["distiller"])
@@ -178,28 +212,36 @@ def try_resume(state: TrainState, resume_path: Path, fingerprint: str) -> None:
     state.history = list(payload["history"])
     log.info(
         "resuming from %s at epoch %d (%d epochs already complete)",
-        resume_path,
+        outputs.resume_path,
         state.epoch,
         state.epoch,
     )
 
 
-class MetricsLogger:
-    """DVCLive per epoch; after a resume the saved history is replayed, so files are identical."""
+def write_metrics(metrics_dir: Path, history: list[dict[str, float]]) -> None:
+    """All epochs' metrics through DVCLive, into a temporary directory renamed into place."""
+    from dvclive import Live
 
-    def __init__(self, metrics_dir: Path) -> None:
-        from dvclive import Live
-
+    with atomic_directory(metrics_dir) as tmp:
         # dvcyaml=None: metrics and plots are declared in dvc.yaml by hand, never rewritten.
-        self.live = Live(dir=str(metrics_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+        live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
+        for metrics in history:
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            live.next_step()
+        live.end()
 
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        for name, value in metrics.items():
-            self.live.log_metric(name, value)
-        self.live.next_step()
 
-    def close(self) -> None:
-        self.live.end()
+def write_model_dir(outputs: RoleOutputs, final: dict, save_epochs: tuple[int, ...]) -> None:
+    """model.pt and the verified milestones, into a temporary directory renamed into place."""
+    with atomic_directory(outputs.model_dir) as tmp:
+        for epoch in save_epochs:
+            source = outputs.work_milestone_path(epoch)
+            load_checkpoint(source, MODEL_FORMAT)  # a corrupt milestone must never be published
+            target = tmp / outputs.milestone_path(epoch).relative_to(outputs.model_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        save_checkpoint(final, tmp / outputs.model_path.name)
 
 
 def build_state(
@@ -228,50 +270,44 @@ def make_loaders(cfg: TrainConfig, params: Params, dataset: Dataset, device: tor
     return train, test
 
 
+def checkpoint_bytes_estimate(state: TrainState) -> int:
+    """About what one model checkpoint takes: every parameter and buffer of model + KD term."""
+    tensors = [*state.model.state_dict().values(), *state.distiller.state_dict().values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_outputs_writable(outputs: RoleOutputs, state: TrainState, cfg: TrainConfig) -> None:
+    """Before the first epoch: every directory takes files, and there is room for the run
+    (the resume checkpoint holds optimizer state too; milestones exist twice at the end)."""
+    size = checkpoint_bytes_estimate(state)
+    check_writable(outputs.resume_path.parent, size * (4 + 2 * len(cfg.save_epochs)))
+    for directory in (outputs.model_dir.parent, outputs.metrics_dir.parent):
+        check_writable(directory)
+
+
 def train_role(
     role: str,
     params: Params,
     dataset: Dataset,
     device: torch.device,
     outputs: RoleOutputs,
-    teacher_path: Path | None = None,
-    artifacts: dict[str, Path] | None = None,
+    setup: RoleSetup,
 ) -> dict[str, float]:
-    """Train the teacher or the student described by `params`; returns its final metrics.
-
-    `artifacts` are files made by earlier stages for the KD method (ft's paraphraser).
-    """
+    """Train the teacher or the student described by `params` and `setup`; returns its final
+    metrics. The outputs are written only once the last epoch is done (module docstring)."""
     cfg: TrainConfig = getattr(params, role)
-    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
-    method = "none" if role == "teacher" else params.kd.method
-    teacher, teacher_sha, pair = None, None, None
-    if method != "none":
-        if teacher_path is None:
-            raise ConfigError(f"kd.method {method} needs a teacher checkpoint")
-        teacher, teacher_sha = load_frozen_teacher(teacher_path, device)
-        pair = PairInfo.probe(model, teacher, dataset.meta["image_shape"], artifacts)
-    if role == "teacher":
-        distiller = make_distiller("none")
-        objective = Objective(alpha=0.0, label_smoothing=cfg.label_smoothing)
-    else:
-        distiller = make_distiller(method, params.kd.method_params, pair)
-        objective = Objective(params.kd.alpha, params.student_label_smoothing, teacher)
-
-    state = build_state(model, distiller, cfg, device)
-    fingerprint = run_fingerprint(role, params, dataset, device, teacher_sha, artifacts)
-    try_resume(state, outputs.resume_path, fingerprint)
+    state = build_state(setup.model, setup.distiller, cfg, device)
+    check_outputs_writable(outputs, state, cfg)
+    fingerprint = run_fingerprint(role, params, dataset, device, setup)
+    try_resume(state, outputs, fingerprint, cfg)
     train_loader, test_loader = make_loaders(cfg, params, dataset, device)
 
-    metrics = MetricsLogger(outputs.metrics_dir)
-    for past in state.history:
-        metrics.log_epoch(past)
-
     def on_epoch_end(state: TrainState) -> None:
-        save_checkpoint(resume_payload(state, fingerprint), outputs.resume_path)
+        # The milestone first: a resume checkpoint never points past a missing milestone.
         if state.epoch in cfg.save_epochs:
             payload = model_payload(role, state, cfg, params, dataset)
-            save_checkpoint(payload, outputs.milestone_path(state.epoch))
-        metrics.log_epoch(state.history[-1])
+            save_checkpoint(payload, outputs.work_milestone_path(state.epoch))
+        save_checkpoint(resume_payload(state, fingerprint), outputs.resume_path)
         last = state.history[-1]
         log.info(
             "%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.4g",
@@ -285,23 +321,26 @@ def train_role(
                     file=sys.stderr, unit="epoch", dynamic_ncols=True,
                     disable=None)  # fmt: skip
 
+    method = params.kd.method if role == "student" else "none"
     log.info(
         "training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",
         role, cfg.arch, dataset.meta["name"], len(dataset.train), len(dataset.test), device,
-        params.kd.method if role == "student" else "none",
+        method,
     )  # fmt: skip
-    if state.epoch == 0 and distiller.pretrain_epochs() > 0:
+    if state.epoch == 0 and state.distiller.pretrain_epochs() > 0:
         # Deterministic from the seed, so a run killed during it simply redoes it.
-        log.info("pre-training the student for %d epochs (%s)", distiller.pretrain_epochs(), method)
-        pretrain_epochs(state, objective, train_loader, device)
+        log.info("pre-training the student for %d epochs (%s)",
+                 state.distiller.pretrain_epochs(), method)  # fmt: skip
+        pretrain_epochs(state, setup.objective, train_loader, device)
     compile = cfg.use_compile(device.type)
     if compile:
         log.info("compiling the training step and evaluation (%s.compile)", role)
     run_epochs(
-        state, objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end, progress,
-        compile=compile,
+        state, setup.objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end,
+        progress, compile=compile,
     )  # fmt: skip
-    metrics.close()
-    save_checkpoint(model_payload(role, state, cfg, params, dataset), outputs.model_path)
-    log.info("wrote %s (test acc %.4f)", outputs.model_path, state.history[-1]["test/acc"])
+    write_model_dir(outputs, model_payload(role, state, cfg, params, dataset), cfg.save_epochs)
+    write_metrics(outputs.metrics_dir, state.history)
+    log.info("wrote %s and %s (test acc %.4f)", outputs.model_dir, outputs.metrics_dir,
+             state.history[-1]["test/acc"])  # fmt: skip
     return state.history[-1]

@@ -37,3 +37,11 @@ def configure_torch(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         torch.use_deterministic_algorithms(True)
+
+
+def start_run(seed: int, requested_device: str) -> torch.device:
+    """What every stage does first: seed, pick the device, set the numerical flags."""
+    seed_everything(seed)
+    device = resolve_device(requested_device)
+    configure_torch(device)
+    return device

@@ -1,4 +1,5 @@
-"""Stop training cleanly on SIGUSR1/SIGTERM: what SLURM sends before walltime or preemption.
+"""Stop training cleanly on SIGUSR1/SIGTERM (what SLURM sends before walltime or preemption)
+and SIGINT (Ctrl-C).
 
 The handler only sets a flag; the loop checks it between batches and raises `StopTraining`, so
 the stop never lands in the middle of an optimizer step or a checkpoint write. The resume
@@ -24,7 +25,7 @@ from kdlab.errors import KdlabError
 log = logging.getLogger(__name__)
 
 PIDFILE_ENV = "KDLAB_STOP_PIDFILE"
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 _requested: list[str] = []
 
 
@@ -36,8 +37,8 @@ def check() -> None:
     """Raise StopTraining if a stop signal arrived (called between batches)."""
     if _requested:
         raise StopTraining(
-            f"stopped by {_requested[0]}; the resume checkpoint holds the last complete epoch, "
-            "and running the stage again resumes from it"
+            f"stopped by {_requested[0]}; no output was written (the resume checkpoint holds the "
+            "last complete epoch), and running the stage again resumes from it"
         )
 
 

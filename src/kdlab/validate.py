@@ -1,0 +1,150 @@
+"""Everything that can be known about params.yaml before any work: `kdlab check`, the `check`
+stage that runs before every other stage of dvc.yaml, and `kdlab grid queue` / `slurm submit`.
+
+DVC deletes a stage's outputs just before it runs the stage. A stage that refuses its params
+then has already lost the last good results. So every stage of dvc.yaml depends on the output
+of the `check` stage, which depends on every section and runs this module first: an invalid
+value stops `dvc repro` / `dvc exp run` before any output is touched.
+
+Beyond field-by-field validation (kdlab.config) it checks what needs the networks: the selected
+KD method against the teacher/student pair; every other method's own params too, where that
+method could serve the pair (so `-S kd.method=fitnets` cannot turn a silent bad
+`kd.fitnets.hint_layer` into a failed run); `extract.layers` and `analyze.sae_layers` against
+the layers both networks have; and every grid point the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdlab.config import Params, load_yaml, params_from_dict
+from kdlab.distill.base import METHODS, PairInfo
+from kdlab.distill.registry import get_method
+from kdlab.errors import ConfigError
+
+
+@functools.cache
+def _pair(dataset: str, teacher_arch: str, student_arch: str) -> tuple[PairInfo, tuple, tuple]:
+    """Shapes of both networks on the dataset's images, and their extractable layers."""
+    from kdlab.data.datasets import DATASETS
+    from kdlab.models import make_model
+
+    spec = DATASETS[dataset]
+    height, _, channels = spec.image_shape
+    student, teacher = (make_model(arch, channels, spec.num_classes, height)
+                        for arch in (student_arch, teacher_arch))  # fmt: skip
+    pair = PairInfo.probe(student, teacher, spec.image_shape)
+    return pair, tuple(teacher.hook_points()), tuple(student.hook_points())
+
+
+def check_methods(params: Params, pair: PairInfo) -> None:
+    """The selected method must serve the pair; every other method's params must be valid
+    wherever that method could serve the pair with its defaults."""
+    if params.kd.method != "none":
+        get_method(params.kd.method).cls.check(params.kd.method_params, pair)
+    for name, options in params.kd.options.items():
+        if name == params.kd.method:
+            continue
+        spec = METHODS[name]
+        try:
+            spec.cls.check(spec.params_cls(), pair)
+        except ConfigError:
+            continue  # the method cannot serve this pair at all: refused if it is selected
+        spec.cls.check(options, pair)
+
+
+def check_layers(params: Params, teacher_layers: tuple, student_layers: tuple) -> None:
+    """extract.layers must exist in both networks; analyze.sae_layers must be extracted."""
+    shared = [name for name in teacher_layers if name in student_layers]
+    for i, layer in enumerate(params.extract.layers):
+        if layer not in shared:
+            raise ConfigError(
+                f"extract.layers[{i}] must be a layer of both the teacher "
+                f"({params.teacher.arch}) and the student ({params.student.arch}): "
+                f"one of {', '.join(shared)}; got {layer!r}"
+            )
+    extracted = list(params.extract.layers) or shared
+    for i, layer in enumerate(params.analyze.sae_layers):
+        if layer not in extracted:
+            raise ConfigError(
+                f"analyze.sae_layers[{i}] must be an extracted layer of both networks: "
+                f"one of {', '.join(extracted)}; got {layer!r}"
+            )
+
+
+def check_params(params: Params) -> None:
+    """What needs the networks: KD methods against the pair, layer names."""
+    pair, teacher_layers, student_layers = _pair(
+        params.data.name, params.teacher.arch, params.student.arch
+    )
+    check_methods(params, pair)
+    check_layers(params, teacher_layers, student_layers)
+
+
+def read_raw(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return load_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the repository root)") from None
+    except Exception:  # yaml.YAMLError: one line, as load_params gives it
+        raise ConfigError(f"{path} is not valid YAML") from None
+
+
+def with_overrides(raw: Mapping, overrides: tuple[tuple[str, str], ...]) -> dict:
+    """`raw` with `-S key=value` overrides applied the way `dvc exp run -S` applies them."""
+    result = copy.deepcopy(dict(raw))
+    for key, value in overrides:
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = load_yaml(value)
+    return result
+
+
+def check_grid_points(raw: Mapping, experiments) -> None:
+    """Every grid point, as its experiment would run: refuse the first that cannot, by name."""
+    for exp in experiments:
+        try:
+            point = params_from_dict(with_overrides(raw, exp.overrides), METHODS)
+            check_params(point)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"grid point {exp.name} ({' '.join(exp.set_params)}): {exc}"
+            ) from None
+
+
+def check_file(path: str | Path, *, grid: bool = True, device: bool = False) -> Params:
+    """Validate params.yaml completely; returns the experiment's Params.
+
+    `grid`: also the `grid:` and `slurm:` sections and every grid point. `device`: a requested
+    CUDA device must be visible here (the `check` stage runs where the stages run).
+    """
+    raw = read_raw(path)
+    params = params_from_dict(raw, METHODS)
+    check_params(params)
+    if grid:
+        check_sections(raw, params)
+    if device:
+        from kdlab.training.seeding import resolve_device
+
+        resolve_device(params.device)
+    return params
+
+
+def check_sections(raw: Mapping, params: Params) -> None:
+    """grid (and its points) and slurm, when present."""
+    from kdlab.grid import load_grid, plan_grid
+    from kdlab.slurm.config import load_slurm_config
+
+    if "grid" in raw:
+        check_grid_points(raw, plan_grid(load_grid(raw["grid"])))
+    if "slurm" in raw:
+        load_slurm_config(raw["slurm"])
