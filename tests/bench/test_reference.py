@@ -19,8 +19,9 @@ from kdlab.distill.base import PairInfo
 from kdlab.distill.registry import make_distiller, params_from_dict
 from kdlab.models import make_model
 from kdlab.training.loop import make_optimizer
-from kdlab.training.run import RoleOutputs, load_frozen_teacher, train_role
+from kdlab.training.run import RoleOutputs, load_frozen_teacher, teacher_setup, train_role
 from kdlab.training.seeding import seed_everything
+from kdlab.training.student import student_setup
 
 from ..conftest import tiny_params
 
@@ -36,10 +37,14 @@ def parity_params(seed: int, method: str) -> dict:
 
 
 def kdlab_accuracy(params, data, role: str, out, teacher_path=None) -> float:
+    cpu = torch.device("cpu")
     seed_everything(params.seed)
     outputs = RoleOutputs(out / "model", out / "metrics", out / "resume.pt")
-    metrics = train_role(role, params, data, torch.device("cpu"), outputs, teacher_path)
-    return metrics["test/acc"]
+    if role == "teacher":
+        setup = teacher_setup(params, data)
+    else:
+        setup = student_setup(params, data, cpu, teacher_path)
+    return train_role(role, params, data, cpu, outputs, setup)["test/acc"]
 
 
 def reference_accuracy(params, data, role: str, teacher_path=None) -> float:

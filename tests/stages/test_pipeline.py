@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 EPOCHS = 2
 ALL_STAGES = {
+    "check",
     "prepare",
     "train_teacher",
     "train_paraphraser",
@@ -27,7 +28,8 @@ ALL_STAGES = {
     "extract",
     "analyze",
 }
-AFTER_STUDENT = {"train_student", "extract", "analyze"}
+# a params change also reruns `check`, which validates params.yaml before anything is deleted
+AFTER_STUDENT = {"check", "train_student", "extract", "analyze"}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -104,6 +106,33 @@ def test_alpha_change_reruns_only_the_student(repo, restore):
 def test_teacher_change_reruns_teacher_and_student(repo, restore):
     write_params(repo / "params.yaml", tiny_params(**TINY, **{"teacher.lr": 0.05}))
     assert ran_stages(dvc(repo, "repro")) == {"train_teacher", "train_paraphraser"} | AFTER_STUDENT
+
+
+def stale_stages(repo: Path) -> set[str]:
+    return set(re.findall(r"^(\w+):", dvc(repo, "status"), re.M))
+
+
+def test_code_edits_invalidate_exactly_the_stages_that_import_them(repo, restore):
+    """Declared = read: an edit to any file a stage imports makes it stale, and only those."""
+    edits = {
+        "src/kdlab/distill/at.py": {"check", "train_paraphraser", "train_student"},
+        "src/kdlab/training/seeding.py": {
+            "check",
+            "train_teacher",
+            "train_paraphraser",
+            "train_student",
+            "extract",
+            "analyze",
+        },
+        "src/kdlab/extract/activations.py": {"extract", "analyze"},
+    }
+    for rel, expected in edits.items():
+        path = repo / rel
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        assert stale_stages(repo) == expected, rel
+        path.write_text(original)
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
 
 
 def exp_rows(repo: Path) -> list[dict]:
