@@ -75,6 +75,7 @@ KILL_POINTS = {
     "teacher-resume-write": (r"checkpoints/teacher/\.resume\.pt\..*\.tmp$", 3),
     "teacher-milestone-write": (r"checkpoints/teacher/milestones/\.epoch_0002\.pt\..*\.tmp$", 1),
     "teacher-final-write": (r"models/\.teacher\.[^/]*/\.model\.pt\..*\.tmp$", 1),
+    "student-milestone-write": (r"checkpoints/student/milestones/\.epoch_0002\.pt\..*\.tmp$", 1),
     "student-resume-write-after-milestone": (r"checkpoints/student/\.resume\.pt\..*\.tmp$", 3),
     "student-final-write": (r"models/\.student\.[^/]*/\.model\.pt\..*\.tmp$", 1),
 }

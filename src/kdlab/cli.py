@@ -15,7 +15,7 @@ def cmd_check(args: argparse.Namespace) -> None:
     """Validate params.yaml (every section, type and range) without doing any work."""
     from kdlab.validate import check_file
 
-    params = check_file(args.params, grid=True)
+    params = check_file(args.params)
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(
@@ -170,7 +170,7 @@ def _slurm_setup(args: argparse.Namespace):
     from kdlab.slurm.config import load_slurm_config
     from kdlab.validate import check_file
 
-    params = check_file(args.params, grid=not getattr(args, "queued", False))
+    params = check_file(args.params, grid_points=not getattr(args, "queued", False))
     overrides = {k: getattr(args, k, None) for k in
                  ("partition", "account", "gpus", "cpus", "mem", "time")}  # fmt: skip
     config = load_slurm_config(params.extra.get("slurm"), overrides)

@@ -140,7 +140,7 @@ def load_grid_plan(params_path: Path) -> list[Experiment]:
     experiment would run), and plan the grid. Nothing is planned if one point is invalid."""
     from kdlab.validate import check_file
 
-    params = check_file(params_path, grid=True)
+    params = check_file(params_path)
     if "grid" not in params.extra:
         raise ConfigError(f"{params_path} has no grid: section (datasets, methods, alphas, seeds)")
     return plan_grid(load_grid(params.extra["grid"]))

@@ -10,7 +10,7 @@ Beyond field-by-field validation (kdlab.config) it checks what needs the network
 KD method against the teacher/student pair; every other method's own params too, where that
 method could serve the pair (so `-S kd.method=fitnets` cannot turn a silent bad
 `kd.fitnets.hint_layer` into a failed run); `extract.layers` and `analyze.sae_layers` against
-the layers both networks have; and every grid point the same way.
+the layers both networks have; and every grid point the same way (before anything is queued).
 """
 
 from __future__ import annotations
@@ -121,17 +121,19 @@ def check_grid_points(raw: Mapping, experiments) -> None:
             ) from None
 
 
-def check_file(path: str | Path, *, grid: bool = True, device: bool = False) -> Params:
+def check_file(path: str | Path, *, grid_points: bool = True, device: bool = False) -> Params:
     """Validate params.yaml completely; returns the experiment's Params.
 
-    `grid`: also the `grid:` and `slurm:` sections and every grid point. `device`: a requested
-    CUDA device must be visible here (the `check` stage runs where the stages run).
+    The `grid:` and `slurm:` sections are always validated. `grid_points`: also every point of
+    the grid, as its experiment would run (kdlab check, grid queue, slurm submit; not the
+    `check` stage: an experiment run by hand, say with a ViT student, must not be refused
+    because a grid point it is not would be). `device`: a requested CUDA device must be visible
+    here (the `check` stage runs where the stages run).
     """
     raw = read_raw(path)
     params = params_from_dict(raw, METHODS)
     check_params(params)
-    if grid:
-        check_sections(raw, params)
+    check_sections(raw, grid_points)
     if device:
         from kdlab.training.seeding import resolve_device
 
@@ -139,12 +141,14 @@ def check_file(path: str | Path, *, grid: bool = True, device: bool = False) -> 
     return params
 
 
-def check_sections(raw: Mapping, params: Params) -> None:
-    """grid (and its points) and slurm, when present."""
+def check_sections(raw: Mapping, grid_points: bool) -> None:
+    """grid (and, with `grid_points`, each of its points) and slurm, when present."""
     from kdlab.grid import load_grid, plan_grid
     from kdlab.slurm.config import load_slurm_config
 
     if "grid" in raw:
-        check_grid_points(raw, plan_grid(load_grid(raw["grid"])))
+        grid = load_grid(raw["grid"])
+        if grid_points:
+            check_grid_points(raw, plan_grid(grid))
     if "slurm" in raw:
         load_slurm_config(raw["slurm"])

@@ -50,7 +50,7 @@ def repo(tmp_path_factory) -> Path:
 def restore(repo):
     """Put the workspace back to the last commit after a test that changes params."""
     yield
-    git(repo, "checkout", "-q", "--", ".")
+    git(repo, "reset", "-q", "--hard")  # DVC may have staged dvc.lock: not `checkout -- .`
     dvc(repo, "checkout", "--force")
 
 
@@ -126,11 +126,12 @@ def test_code_edits_invalidate_exactly_the_stages_that_import_them(repo, restore
         },
         "src/kdlab/extract/activations.py": {"extract", "analyze"},
     }
+    assert stale_stages(repo) == set(), dvc(repo, "status")
     for rel, expected in edits.items():
         path = repo / rel
         original = path.read_text()
         path.write_text(original + "\n# edited\n")
-        assert stale_stages(repo) == expected, rel
+        assert stale_stages(repo) == expected, (rel, dvc(repo, "status"))
         path.write_text(original)
     assert "Data and pipelines are up to date." in dvc(repo, "status")
 

@@ -23,6 +23,7 @@ from kdlab.analysis.sae import SAEConfig, dictionary_match, sae_stats, train_sae
 from kdlab.analysis.separability import fisher_criterion
 from kdlab.analysis.similarity import cka_from_grams, cka_matrix, gram_linear
 from kdlab.config import AnalyzeConfig
+from kdlab.errors import ConfigError
 from kdlab.extract.activations import ActivationCache
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,11 @@ def analyze_cache(cache: ActivationCache, cfg: AnalyzeConfig, seed: int,
     sae_cfg = SAEConfig(expansion=cfg.sae_expansion, l1=cfg.sae_l1, epochs=cfg.sae_epochs,
                         batch_size=cfg.sae_batch_size)  # fmt: skip
     for layer in cfg.sae_layers:
-        if layer not in shared:
-            log.warning("analyze.sae_layers: %s is not a layer of both networks; skipped", layer)
-            continue
+        if layer not in shared:  # kdlab check refuses this first; never drop metrics silently
+            raise ConfigError(
+                f"analyze.sae_layers names {layer!r}, which is not an extracted layer of both "
+                f"networks; one of {', '.join(shared)}"
+            )
         codes = {}
         for role in ("teacher", "student"):
             samples = as_samples(acts[role, layer]).float()

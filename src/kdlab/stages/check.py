@@ -29,9 +29,9 @@ def body(args: argparse.Namespace) -> None:
     from kdlab.fsutil import write_bytes_atomic
     from kdlab.validate import check_file
 
-    check_file(args.params, grid=True, device=True)
+    check_file(args.params, grid_points=False, device=True)
     write_bytes_atomic(args.out, OK_TEXT.encode())
-    log.info("%s is valid (every section, the KD methods, layers and grid points)", args.params)
+    log.info("%s is valid (every section, the KD methods, layers, the device)", args.params)
 
 
 def main(argv=None) -> int:
