@@ -180,3 +180,16 @@ def test_edited_metadata_is_refused(copy, capsys):
     meta_path.write_text(json.dumps(meta))
     assert analyze.main(analyze_args(copy)) == 2
     assert "does not match its checksum" in last_line(capsys)
+
+
+def test_edited_dataset_meta_is_refused(tmp_path, digits_dir, capsys):
+    """meta.json's mean/std normalise every batch: a changed digit must not go unnoticed."""
+    data = tmp_path / "digits"
+    shutil.copytree(digits_dir, data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["mean"][0] += 1e-6
+    (data / "meta.json").write_text(json.dumps(meta))
+    work = make_workdir(tmp_path / "w")
+    assert train_teacher.main(stage_args(work, data)) == 2
+    line = last_line(capsys)
+    assert str(data / "meta.json") in line and "does not match its checksum" in line

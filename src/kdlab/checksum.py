@@ -8,6 +8,7 @@ recomputed on load: a flipped byte in a tensor record, which torch.load does not
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,8 @@ def payload_sha256(payload: Any) -> str:
     digest = hashlib.sha256()
     _update(digest, payload)
     return digest.hexdigest()
+
+
+def json_sha256(value: Any) -> str:
+    """sha256 of JSON data in canonical form (sorted keys): a file's checksum of its own content."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdlab.checksum import sha256_file
+from kdlab.checksum import json_sha256, sha256_file
 from kdlab.data import sources
 from kdlab.data.download import RemoteFile
 from kdlab.data.sources import BuildContext
@@ -118,9 +118,13 @@ def channel_stats(images_nhwc: np.ndarray, chunk: int = 4096) -> tuple[list[floa
     return mean.tolist(), std.tolist()
 
 
+META_CHECKSUM = "meta_sha256"
+"""meta.json's checksum of its own content (without this key), checked by every reader."""
+
+
 def make_meta(name: str, arrays: Arrays, hashes: dict[str, str]) -> dict:
     mean, std = channel_stats(arrays.train_images)
-    return {
+    meta = {
         "name": name,
         "classes": list(arrays.classes),
         "num_classes": len(arrays.classes),
@@ -130,6 +134,8 @@ def make_meta(name: str, arrays: Arrays, hashes: dict[str, str]) -> dict:
         "std": std,
         "sha256": {f"{key}.npy": hashes[key] for key in ARRAY_FILES},
     }
+    meta[META_CHECKSUM] = json_sha256(meta)  # mean/std are used as read: verify them too
+    return meta
 
 
 def check_arrays(arrays: Arrays) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab.checksum import sha256_file
-from kdlab.data.datasets import ARRAY_FILES
+from kdlab.checksum import json_sha256, sha256_file
+from kdlab.data.datasets import ARRAY_FILES, META_CHECKSUM
 from kdlab.errors import DataError
 
 
@@ -62,9 +62,16 @@ def load_meta(data_dir: Path) -> dict:
             f"{data_dir} is not a prepared dataset (no meta.json): run `dvc repro prepare`"
         )
     try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{meta_path} is corrupt (not JSON): run `dvc repro prepare`") from None
+    content = {k: v for k, v in meta.items() if k != META_CHECKSUM}
+    if meta.get(META_CHECKSUM) != json_sha256(content):
+        raise DataError(
+            f"{meta_path} does not match its checksum (corrupt, or written by an older kdlab): "
+            "run `dvc repro -f prepare` (or `dvc checkout`)"
+        )
+    return meta
 
 
 def verify_dataset(data_dir: Path, meta: dict) -> None:

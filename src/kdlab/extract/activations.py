@@ -20,7 +20,6 @@ truncated or NaN-filled file is refused with one line naming it and the command 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab.checksum import sha256_file
+from kdlab.checksum import json_sha256, sha256_file
 from kdlab.data.loader import BatchLoader, Split
 from kdlab.errors import DataError
 from kdlab.extract.attention import capture_attention, mha_modules
@@ -161,8 +160,7 @@ REBUILD = "run `dvc repro -f extract` (or `dvc checkout data/activations`) to re
 
 def metadata_checksum(metadata: dict) -> str:
     """sha256 of metadata.json's content without its own checksum (canonical JSON)."""
-    content = {k: v for k, v in metadata.items() if k != META_CHECKSUM}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return json_sha256({k: v for k, v in metadata.items() if k != META_CHECKSUM})
 
 
 def read_metadata(meta_path: Path) -> dict:
