@@ -29,6 +29,7 @@ def body(args: argparse.Namespace) -> None:
     from kdlab.analysis.plots import write_figures, write_plot_data
     from kdlab.config import load_params
     from kdlab.extract.activations import ActivationCache
+    from kdlab.fsutil import atomic_directory, write_bytes_atomic
     from kdlab.training.seeding import start_run
 
     params = load_params(args.params)
@@ -36,10 +37,14 @@ def body(args: argparse.Namespace) -> None:
     cache = ActivationCache(args.activations)
     cache.check_fresh({"teacher": args.teacher, "student": args.student})
     result = analyze_cache(cache, params.analyze, params.seed, device)
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
-    write_plot_data(result, args.plot_data)
-    figures = write_figures(result, args.figures)
+    # Each output whole or not at all (a stale figure of an earlier run never survives), and
+    # the metrics, which `dvc exp show` reads, last.
+    with atomic_directory(args.plot_data) as tmp:
+        write_plot_data(result, tmp)
+    with atomic_directory(args.figures) as tmp:
+        figures = write_figures(result, tmp)
+    text = json.dumps(result.metrics, indent=2, sort_keys=True) + "\n"
+    write_bytes_atomic(args.metrics, text.encode())
     log.info(
         "wrote %d metrics to %s and %d figures", len(result.metrics), args.metrics, len(figures)
     )
