@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +18,10 @@ from kdlab.extract.activations import META_CHECKSUM, metadata_checksum
 from kdlab.stages import analyze, extract, train_student, train_teacher
 from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
 
+from .conftest import flip_tensor_bytes
 from .training.test_resume import assert_same_run, make_workdir, stage_args
 
 TINY = {"extract.n_samples": 64, "analyze.sae_epochs": 2, "analyze.ica_components": 2}
-
-
-def flip_tensor_bytes(path: Path, count: int = 16) -> None:
-    """Flip `count` bytes in the middle of the largest tensor record of a torch zip file."""
-    with zipfile.ZipFile(path) as archive:
-        info = max((i for i in archive.infolist() if "/data/" in i.filename),
-                   key=lambda i: i.file_size)  # fmt: skip
-    raw = bytearray(path.read_bytes())
-    name_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little")
-    extra_len = int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
-    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
-    for i in range(start, start + count):
-        raw[i] ^= 0xFF
-    path.write_bytes(bytes(raw))
 
 
 def test_flipped_tensor_bytes_are_detected(tmp_path):
@@ -46,20 +32,6 @@ def test_flipped_tensor_bytes_are_detected(tmp_path):
     assert not torch.equal(raw["w"], torch.arange(10_000, dtype=torch.float32))
     with pytest.raises(CheckpointError, match="does not match its content checksum"):
         load_checkpoint(path)
-
-
-def test_flipped_resume_checkpoint_is_not_resumed(tmp_path, digits_dir, caplog):
-    fresh = make_workdir(tmp_path / "fresh")
-    assert train_teacher.main(stage_args(fresh, digits_dir)) == 0
-    work = make_workdir(tmp_path / "work")
-    resume = work / "checkpoints/teacher/resume.pt"
-    resume.parent.mkdir(parents=True)
-    shutil.copy(fresh / "checkpoints/teacher/resume.pt", resume)
-    flip_tensor_bytes(resume)
-    with caplog.at_level(logging.INFO):
-        assert train_teacher.main(stage_args(work, digits_dir)) == 0
-    assert "does not match its content checksum" in caplog.text and "starting fresh" in caplog.text
-    assert_same_run(fresh, work)
 
 
 def test_flipped_store_entry_is_retrained_not_copied(tmp_path, digits_dir, caplog, monkeypatch):

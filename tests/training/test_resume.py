@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from kdlab.stages import train_paraphraser, train_student, train_teacher
 from kdlab.training import run as run_module
 from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
 
-from ..conftest import tiny_params, tool_env, write_params
+from ..conftest import flip_tensor_bytes, tiny_params, tool_env, write_params
 
 
 def stage_args(workdir: Path, data_dir: Path, role: str = "teacher") -> list[str]:
@@ -127,16 +128,25 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path, digits_dir, caplog)
     assert_same_run(fresh, work)
 
 
-def test_corrupt_resume_checkpoint_is_not_used(tmp_path, digits_dir, caplog):
+def zero_bytes(path: Path) -> None:
+    path.write_bytes(b"\x00" * 100)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (zero_bytes, "corrupt or unreadable"),
+    (flip_tensor_bytes, "does not match its content checksum"),  # torch would load this
+])  # fmt: skip
+def test_corrupt_resume_checkpoint_is_not_used(tmp_path, digits_dir, caplog, damage, message):
     fresh = make_workdir(tmp_path / "fresh")
     assert train_teacher.main(stage_args(fresh, digits_dir)) == 0
     work = make_workdir(tmp_path / "work")
     resume = work / "checkpoints/teacher/resume.pt"
     resume.parent.mkdir(parents=True)
-    resume.write_bytes(b"\x00" * 100)
+    shutil.copy(fresh / "checkpoints/teacher/resume.pt", resume)
+    damage(resume)
     with caplog.at_level(logging.INFO):
         assert train_teacher.main(stage_args(work, digits_dir)) == 0
-    assert "corrupt or unreadable" in caplog.text
+    assert message in caplog.text and "starting fresh" in caplog.text
     assert_same_run(fresh, work)
 
 
