@@ -47,7 +47,8 @@ BAD_INPUTS = [
     ({"student.compile": "yes"}, "student.compile must be true or false or one of auto, "
      "got 'yes'"),
     ({"data.name": "mnist"},
-     "data.name must be one of digits, cifar10, cifar100, svhn, tinyimagenet, got 'mnist'"),
+     "data.name must be one of digits, cifar10, cifar100, svhn, tinyimagenet, fashion_mnist, "
+     "got 'mnist'"),
     ({"data.horizontal_flip": "yes"}, "data.horizontal_flip must be true or false or one of auto, "
      "got 'yes'"),
     ({"data.crop_padding": -1}, "data.crop_padding must be in [0, 64], got -1"),

@@ -49,5 +49,5 @@ def test_kd_scale_rejects_an_unknown_dataset():
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "kdlab kd-scale: error: --datasets must be among digits, cifar10, cifar100, svhn, "
-        "tinyimagenet, got 'imagenet'"
+        "tinyimagenet, fashion_mnist, got 'imagenet'"
     )

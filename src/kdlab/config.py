@@ -187,6 +187,8 @@ class DataConfig:
     """Random horizontal flips; auto = the dataset's own choice (never for digits)."""
     mirror: str = ""
     """Base URL of a mirror of the official files, under their own names ("" = official)."""
+    train_subset: int = 0
+    """Train on a class-stratified subset of this many training images (fixed draw); 0 = all."""
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS
@@ -194,6 +196,10 @@ class DataConfig:
         check_choice(f"{path}.name", self.name, DATASETS)
         if self.crop_padding != "auto":
             check_range(f"{path}.crop_padding", self.crop_padding, 0, 64)
+        spec = DATASETS[self.name]
+        if self.train_subset != 0:
+            check_range(f"{path}.train_subset", self.train_subset, spec.num_classes,
+                        spec.train_size)  # fmt: skip
 
     @property
     def resolved_crop_padding(self) -> int:

@@ -24,10 +24,13 @@ from kdlab.checksum import json_sha256, sha256_file
 from kdlab.data import sources
 from kdlab.data.download import RemoteFile
 from kdlab.data.sources import BuildContext
+from kdlab.errors import DataError
 from kdlab.fsutil import atomic_directory
 
 SPLIT_SEED = 20_261_121
 """Seed of the train/test split for datasets without an official one (fixed, not `seed`)."""
+SUBSET_SEED = 20_261_122
+"""Seed of `data.train_subset`'s draw (fixed, not `seed`: every experiment sees the same images)."""
 
 ARRAY_FILES = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -51,6 +54,8 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]
     """(H, W, C) of every image."""
     num_classes: int
+    train_size: int
+    """Images in the official training split (data.train_subset is at most this)."""
     build: Callable[[BuildContext], Arrays]
     """Builds the arrays (downloading what it needs into the context's directories)."""
     crop_padding: int
@@ -89,17 +94,22 @@ def build_digits(ctx: BuildContext) -> Arrays:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("digits", (8, 8, 1), 10, build_digits, crop_padding=1, horizontal_flip=False,
+        DatasetSpec("digits", (8, 8, 1), 10, 1437, build_digits, crop_padding=1,
+                    horizontal_flip=False,
                     source="scikit-learn's bundled copy of the UCI handwritten digits"),
-        DatasetSpec("cifar10", (32, 32, 3), 10, sources.build_cifar10, 4, True,
+        DatasetSpec("cifar10", (32, 32, 3), 10, 50_000, sources.build_cifar10, 4, True,
                     (sources.CIFAR10,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
-        DatasetSpec("cifar100", (32, 32, 3), 100, sources.build_cifar100, 4, True,
+        DatasetSpec("cifar100", (32, 32, 3), 100, 50_000, sources.build_cifar100, 4, True,
                     (sources.CIFAR100,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
-        DatasetSpec("svhn", (32, 32, 3), 10, sources.build_svhn, 4, False,
+        DatasetSpec("svhn", (32, 32, 3), 10, 73_257, sources.build_svhn, 4, False,
                     (sources.SVHN_TRAIN, sources.SVHN_TEST),
                     "http://ufldl.stanford.edu/housenumbers/"),
-        DatasetSpec("tinyimagenet", (64, 64, 3), 200, sources.build_tinyimagenet, 8, True,
+        DatasetSpec("tinyimagenet", (64, 64, 3), 200, 100_000, sources.build_tinyimagenet, 8, True,
                     (sources.TINYIMAGENET,), "http://cs231n.stanford.edu/ (CS231n)"),
+        DatasetSpec("fashion_mnist", (28, 28, 1), 10, 60_000, sources.build_fashion_mnist, 4, True,
+                    tuple(remote for remote, _ in sources.FASHION_MNIST.values()),
+                    "https://github.com/zalandoresearch/fashion-mnist (Debian: "
+                    "dataset-fashion-mnist)"),
     )
 }  # fmt: skip
 
@@ -122,7 +132,7 @@ META_CHECKSUM = "meta_sha256"
 """meta.json's checksum of its own content (without this key), checked by every reader."""
 
 
-def make_meta(name: str, arrays: Arrays, hashes: dict[str, str]) -> dict:
+def make_meta(name: str, arrays: Arrays, hashes: dict[str, str], extra: dict) -> dict:
     mean, std = channel_stats(arrays.train_images)
     meta = {
         "name": name,
@@ -133,6 +143,7 @@ def make_meta(name: str, arrays: Arrays, hashes: dict[str, str]) -> dict:
         "mean": mean,
         "std": std,
         "sha256": {f"{key}.npy": hashes[key] for key in ARRAY_FILES},
+        **extra,
     }
     meta[META_CHECKSUM] = json_sha256(meta)  # mean/std are used as read: verify them too
     return meta
@@ -148,23 +159,55 @@ def check_arrays(arrays: Arrays) -> None:
         assert labels.min() >= 0 and labels.max() < len(arrays.classes), split
 
 
-def write_dataset(arrays: Arrays, name: str, out_dir: Path) -> dict:
-    """Write arrays + meta.json into `out_dir` atomically: a temp dir renamed into place."""
+def write_dataset(arrays: Arrays, name: str, out_dir: Path, extra: dict | None = None) -> dict:
+    """Write arrays + meta.json into `out_dir` atomically: a temp dir renamed into place.
+
+    `extra` adds keys to meta.json (how the arrays were made, e.g. the training subset)."""
     check_arrays(arrays)
     with atomic_directory(out_dir) as tmp_dir:
         hashes = {}
         for key in ARRAY_FILES:
             np.save(tmp_dir / f"{key}.npy", getattr(arrays, key))
             hashes[key] = sha256_file(tmp_dir / f"{key}.npy")
-        meta = make_meta(name, arrays, hashes)
+        meta = make_meta(name, arrays, hashes, extra or {})
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
+def stratified_subset(labels: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of `n` training images drawn per class in proportion (SUBSET_SEED)."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(labels):
+        return np.arange(len(labels))
+    chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels,
+                                 random_state=SUBSET_SEED)  # fmt: skip
+    return np.sort(chosen)
+
+
+def take_train_subset(arrays: Arrays, n: int) -> Arrays:
+    """The arrays with the training split cut to a class-stratified subset of `n` (0 = all)."""
+    if n == 0:
+        return arrays
+    if n > len(arrays.train_labels):
+        raise DataError(f"data.train_subset {n} is larger than the training split "
+                        f"({len(arrays.train_labels)} images)")  # fmt: skip
+    keep = stratified_subset(arrays.train_labels, n)
+    return dataclasses.replace(arrays, train_images=arrays.train_images[keep],
+                               train_labels=arrays.train_labels[keep])  # fmt: skip
+
+
 def prepare_dataset(
-    name: str, out_dir: Path, download_dir: Path | None = None, mirror: str = ""
+    name: str,
+    out_dir: Path,
+    download_dir: Path | None = None,
+    mirror: str = "",
+    train_subset: int = 0,
 ) -> dict:
     """Build dataset `name` and write it to `out_dir`; returns its meta.json content.
+
+    `train_subset` > 0 keeps a class-stratified subset of that many training images, drawn with
+    SUBSET_SEED (recorded in meta.json); the test split is always whole.
 
     Downloads go to `download_dir` (kept, so an interrupted download resumes); archives are
     extracted into a scratch directory next to `out_dir` that is always removed.
@@ -175,4 +218,7 @@ def prepare_dataset(
     download_dir = Path(download_dir) if download_dir else out_dir.parent / ".downloads"
     with tempfile.TemporaryDirectory(prefix=f".{name}-scratch.", dir=out_dir.parent) as scratch:
         arrays = spec.build(sources.BuildContext(Path(scratch), download_dir, mirror))
-    return write_dataset(arrays, name, out_dir)
+    full = len(arrays.train_labels)
+    arrays = take_train_subset(arrays, train_subset)
+    return write_dataset(arrays, name, out_dir, {"train_subset": train_subset,
+                                                 "train_full": full})  # fmt: skip

@@ -1,13 +1,16 @@
 """The real datasets: official files, published checksums, and converters to kdlab's format.
 
 Every converter reads the official layout (CIFAR's pickled python batches in a tar.gz, SVHN's
-MATLAB files, TinyImageNet's zip with wnids.txt and val_annotations.txt) from files verified by
-`download.fetch`, extracted into the prepare stage's scratch directory.
+MATLAB files, TinyImageNet's zip with wnids.txt and val_annotations.txt, Fashion-MNIST's gzipped
+IDX files) from files verified by `download.fetch`, extracted into the prepare stage's scratch
+directory. Fashion-MNIST is read from Debian's `dataset-fashion-mnist` package when installed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import hashlib
 import pickle
 import tarfile
 import zipfile
@@ -26,6 +29,26 @@ SVHN_TRAIN = RemoteFile("http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
                         "e26dedcc434d2e4c54c9b2d4a06d8373")  # fmt: skip
 SVHN_TEST = RemoteFile("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
                        "eb5a983be6a315427106f1b164d9cef3")  # fmt: skip
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Debian's `dataset-fashion-mnist` (the four official files, recompressed)."""
+FASHION_MNIST = {
+    # split: (official file and its published .gz MD5 (torchvision's), MD5 of the IDX inside)
+    "train_images": (RemoteFile(FASHION_MNIST_URL + "train-images-idx3-ubyte.gz",
+                                "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                     "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train_labels": (RemoteFile(FASHION_MNIST_URL + "train-labels-idx1-ubyte.gz",
+                                "25c81989df183df01b3e8a0aad5dffbe"),
+                     "9018921c3c673c538a1fc5bad174d6f9"),
+    "test_images": (RemoteFile(FASHION_MNIST_URL + "t10k-images-idx3-ubyte.gz",
+                               "bef4ecab320f06d8554ea6380940ec79"),
+                    "8181f5470baa50b63fa0f6fddb340f0a"),
+    "test_labels": (RemoteFile(FASHION_MNIST_URL + "t10k-labels-idx1-ubyte.gz",
+                               "bb300cfdad3c16e7a12a480ee83cd310"),
+                    "15d484375f8d13e6eb1aabb0c3f46965"),
+}  # fmt: skip
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 TINYIMAGENET = RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
                           "90528d7ca1a48142e341f4ef8d21d0de")  # fmt: skip
 
@@ -165,3 +188,52 @@ def build_tinyimagenet(ctx: BuildContext):
     train_x, train_y = load(train, "decode train")
     test_x, test_y = load(val, "decode val")
     return Arrays(train_x, train_y, test_x, test_y, tuple(words.get(w, w) for w in wnids))
+
+
+IDX_MAGIC = {2049: 1, 2051: 3}
+"""IDX magic number (unsigned byte data) -> number of dimensions: labels 1, images 3."""
+
+
+def read_idx(raw: bytes, name: str, expected_md5: str) -> np.ndarray:
+    """Decompressed IDX bytes -> array, after checking the content's MD5, magic and shape."""
+    if hashlib.md5(raw, usedforsecurity=False).hexdigest() != expected_md5:
+        raise DataError(f"{name}: the decompressed IDX content does not match its MD5 "
+                        f"{expected_md5}; the file is corrupt or not Fashion-MNIST")  # fmt: skip
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if magic not in IDX_MAGIC:
+        raise DataError(f"{name}: not an IDX file of unsigned bytes (magic {magic})")
+    ndim = IDX_MAGIC[magic]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise DataError(f"{name}: {len(body)} bytes of data for shape {shape}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _fashion_mnist_file(ctx: BuildContext, remote: RemoteFile) -> Path:
+    """Debian's copy when installed (its .gz differs, its content must not), else download."""
+    packaged = FASHION_MNIST_DEBIAN_DIR / remote.filename
+    if packaged.is_file():
+        return packaged
+    return fetch(remote, ctx.download_dir, ctx.mirror)
+
+
+def build_fashion_mnist(ctx: BuildContext):
+    """Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28×28 greyscale, 10 classes."""
+    from kdlab.data.datasets import Arrays
+
+    arrays = {}
+    for split, (remote, content_md5) in FASHION_MNIST.items():
+        path = _fashion_mnist_file(ctx, remote)
+        try:
+            raw = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path} is not a readable gzip file ({exc})") from None
+        arrays[split] = read_idx(raw, str(path), content_md5)
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
+            raise DataError(f"Fashion-MNIST {split}: images {images.shape}, labels {labels.shape}")
+    return Arrays(arrays["train_images"][..., None].copy(), arrays["train_labels"].astype(np.int64),
+                  arrays["test_images"][..., None].copy(), arrays["test_labels"].astype(np.int64),
+                  FASHION_MNIST_CLASSES)  # fmt: skip

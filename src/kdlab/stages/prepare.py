@@ -25,7 +25,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def body(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     log.info("preparing dataset %s into %s", params.data.name, args.out)
-    meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror)
+    meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror,
+                           params.data.train_subset)  # fmt: skip
     log.info("wrote %s: %s images, shape %s", args.out, meta["splits"], meta["image_shape"])
 
 
