@@ -22,9 +22,7 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _update(digest, value: Any) -> None:
-    import torch  # here, not at the top: `prepare` hashes files and never loads torch
-
+def _update(digest, value: Any, torch) -> None:
     if isinstance(value, torch.Tensor):
         tensor = value.detach().to("cpu").contiguous()
         digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
@@ -32,12 +30,12 @@ def _update(digest, value: Any) -> None:
     elif isinstance(value, dict):
         digest.update(b"D%d" % len(value))
         for key in sorted(value, key=repr):
-            _update(digest, key)
-            _update(digest, value[key])
+            _update(digest, key, torch)
+            _update(digest, value[key], torch)
     elif isinstance(value, list | tuple):
         digest.update(b"L%d" % len(value))
         for item in value:
-            _update(digest, item)
+            _update(digest, item, torch)
     elif isinstance(value, float):
         digest.update(b"F" + struct.pack("<d", value))
     elif isinstance(value, bool | int | str | bytes) or value is None:
@@ -48,8 +46,10 @@ def _update(digest, value: Any) -> None:
 
 def payload_sha256(payload: Any) -> str:
     """sha256 over a checkpoint payload's content, in a canonical order."""
+    import torch  # here, not at the top: `prepare` hashes files and never loads torch
+
     digest = hashlib.sha256()
-    _update(digest, payload)
+    _update(digest, payload, torch)
     return digest.hexdigest()
 
 

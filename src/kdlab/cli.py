@@ -180,9 +180,10 @@ def _slurm_setup(args: argparse.Namespace):
         planned = queued_experiments(Path("."))
         if not planned:
             raise KdlabError("the DVC queue holds no queued experiment on this commit")
-        from kdlab.validate import check_grid_points, read_raw
+        from kdlab.config import read_params_file
+        from kdlab.validate import check_grid_points
 
-        check_grid_points(read_raw(args.params), planned)
+        check_grid_points(read_params_file(args.params), planned)
     else:
         planned = grid.load_grid_plan(args.params)
     experiments = submit.select(planned, args.only)

@@ -450,6 +450,21 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
     )
 
 
+def read_params_file(path: str | Path = DEFAULT_PARAMS_PATH) -> Any:
+    """params.yaml parsed (not validated); a missing file or bad YAML is one ConfigError line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the repository root)") from None
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+
+
 def load_params(
     path: str | Path = DEFAULT_PARAMS_PATH, methods: Mapping[str, Any] | None = None
 ) -> Params:
@@ -457,15 +472,4 @@ def load_params(
 
     `methods` (kdlab.distill.base.METHODS, filled by kdlab.distill.registry) also validates the
     `kd.<method>` sections; see the module docstring."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found (run from the repository root)") from None
-    try:
-        raw = load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}") from None
-    return params_from_dict(raw, methods)
+    return params_from_dict(read_params_file(path), methods)

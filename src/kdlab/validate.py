@@ -16,29 +16,13 @@ the layers both networks have; and every grid point the same way (before anythin
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from kdlab.config import Params, load_yaml, params_from_dict
+from kdlab.config import Params, load_yaml, params_from_dict, read_params_file
 from kdlab.distill.base import METHODS, PairInfo
-from kdlab.distill.registry import get_method
+from kdlab.distill.registry import get_method, probe_pair
 from kdlab.errors import ConfigError
-
-
-@functools.cache
-def _pair(dataset: str, teacher_arch: str, student_arch: str) -> tuple[PairInfo, tuple, tuple]:
-    """Shapes of both networks on the dataset's images, and their extractable layers."""
-    from kdlab.data.datasets import DATASETS
-    from kdlab.models import make_model
-
-    spec = DATASETS[dataset]
-    height, _, channels = spec.image_shape
-    student, teacher = (make_model(arch, channels, spec.num_classes, height)
-                        for arch in (student_arch, teacher_arch))  # fmt: skip
-    pair = PairInfo.probe(student, teacher, spec.image_shape)
-    return pair, tuple(teacher.hook_points()), tuple(student.hook_points())
 
 
 def check_methods(params: Params, pair: PairInfo) -> None:
@@ -78,21 +62,11 @@ def check_layers(params: Params, teacher_layers: tuple, student_layers: tuple) -
 
 def check_params(params: Params) -> None:
     """What needs the networks: KD methods against the pair, layer names."""
-    pair, teacher_layers, student_layers = _pair(
+    pair, teacher_layers, student_layers = probe_pair(
         params.data.name, params.teacher.arch, params.student.arch
     )
     check_methods(params, pair)
     check_layers(params, teacher_layers, student_layers)
-
-
-def read_raw(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found (run from the repository root)") from None
-    except Exception:  # yaml.YAMLError: one line, as load_params gives it
-        raise ConfigError(f"{path} is not valid YAML") from None
 
 
 def with_overrides(raw: Mapping, overrides: tuple[tuple[str, str], ...]) -> dict:
@@ -130,7 +104,7 @@ def check_file(path: str | Path, *, grid_points: bool = True, device: bool = Fal
     because a grid point it is not would be). `device`: a requested CUDA device must be visible
     here (the `check` stage runs where the stages run).
     """
-    raw = read_raw(path)
+    raw = read_params_file(path)
     params = params_from_dict(raw, METHODS)
     check_params(params)
     check_sections(raw, grid_points)

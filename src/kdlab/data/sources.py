@@ -33,19 +33,18 @@ FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Debian's `dataset-fashion-mnist` (the four official files, recompressed)."""
 FASHION_MNIST = {
-    # split: (official file and its published .gz MD5 (torchvision's), MD5 of the IDX inside)
-    "train_images": (RemoteFile(FASHION_MNIST_URL + "train-images-idx3-ubyte.gz",
-                                "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                     "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-    "train_labels": (RemoteFile(FASHION_MNIST_URL + "train-labels-idx1-ubyte.gz",
-                                "25c81989df183df01b3e8a0aad5dffbe"),
-                     "9018921c3c673c538a1fc5bad174d6f9"),
-    "test_images": (RemoteFile(FASHION_MNIST_URL + "t10k-images-idx3-ubyte.gz",
-                               "bef4ecab320f06d8554ea6380940ec79"),
-                    "8181f5470baa50b63fa0f6fddb340f0a"),
-    "test_labels": (RemoteFile(FASHION_MNIST_URL + "t10k-labels-idx1-ubyte.gz",
-                               "bb300cfdad3c16e7a12a480ee83cd310"),
-                    "15d484375f8d13e6eb1aabb0c3f46965"),
+    # split: (the official file with its published .gz MD5 (torchvision's), MD5 of the IDX inside)
+    split: (RemoteFile(FASHION_MNIST_URL + filename, gz_md5), content_md5)
+    for split, filename, gz_md5, content_md5 in (
+        ("train_images", "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+         "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train_labels", "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+         "9018921c3c673c538a1fc5bad174d6f9"),
+        ("test_images", "t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+         "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("test_labels", "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+         "15d484375f8d13e6eb1aabb0c3f46965"),
+    )
 }  # fmt: skip
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip

@@ -6,6 +6,7 @@ decorated with `@register("<name>", <ParamsDataclass>)`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -38,18 +39,26 @@ def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Di
     return spec.cls(params, pair)
 
 
-def check_method_fits_models(params) -> None:
-    """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
+@functools.cache
+def probe_pair(dataset: str, teacher_arch: str, student_arch: str) -> tuple[PairInfo, tuple, tuple]:
+    """Both networks' shapes on the dataset's images, and their extractable layers (teacher,
+    student); cached, since a grid asks for the same pair many times."""
     from kdlab.data.datasets import DATASETS
     from kdlab.models import make_model
 
+    spec = DATASETS[dataset]
+    height, _, channels = spec.image_shape
+    student, teacher = (make_model(arch, channels, spec.num_classes, height)
+                        for arch in (student_arch, teacher_arch))  # fmt: skip
+    pair = PairInfo.probe(student, teacher, spec.image_shape)
+    return pair, tuple(teacher.hook_points()), tuple(student.hook_points())
+
+
+def check_method_fits_models(params) -> None:
+    """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
     if params.kd.method == "none":
         return
-    spec = DATASETS[params.data.name]
-    height, _, channels = spec.image_shape
-    student, teacher = (make_model(cfg.arch, channels, spec.num_classes, height)
-                        for cfg in (params.student, params.teacher))  # fmt: skip
-    pair = PairInfo.probe(student, teacher, spec.image_shape)
+    pair, _, _ = probe_pair(params.data.name, params.teacher.arch, params.student.arch)
     get_method(params.kd.method).cls.check(params.kd.method_params, pair)
 
 
