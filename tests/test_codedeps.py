@@ -102,3 +102,21 @@ def test_fingerprint_code_is_the_closure(fake_src):
     write(fake_src, "kdlab/plugins/b.py", "z = 3\n")
     assert code_digest("kdlab.stage", fake_src) != before
     codedeps.direct_imports.cache_clear()
+
+
+def test_kdlab_deps_prints_the_deps_dvc_yaml_holds(capsys, monkeypatch):
+    """`kdlab deps` is what a contributor pastes into dvc.yaml: it must be what is there."""
+    from kdlab.cli import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["deps"]) == 0
+    printed, stage = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  - "):
+            printed[stage].append(line[4:])
+        else:
+            stage = line.split(":")[0]
+            printed[stage] = []
+    declared = {name: [d for d in spec["deps"] if d.startswith("src/")]
+                for name, spec in STAGES.items()}  # fmt: skip
+    assert printed == declared
