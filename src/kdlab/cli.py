@@ -76,6 +76,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files to {args.repo / args.out}")
 
 
+def cmd_preset(args: argparse.Namespace) -> None:
+    """Write a preset's params into params.yaml (validated first; comments kept)."""
+    from kdlab.preset import apply_preset
+
+    changed = apply_preset(args.preset, args.params)
+    print(f"{args.params}: {len(changed)} params set from {args.preset}"
+          + "".join(f"\n  {key}" for key in changed))  # fmt: skip
+
+
 def cmd_grid_queue(args: argparse.Namespace) -> None:
     """Queue the grid of params.yaml as DVC experiments (teachers, baselines, KD students)."""
     from kdlab import grid
@@ -267,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--alignment", default="cka/embedding",
                         help="analysis metric on the x axis of the accuracy scatter")  # fmt: skip
     report.set_defaults(func=cmd_report)
+    preset = sub.add_parser(
+        "preset", help="write a preset's params (configs/*.yaml) into params.yaml"
+    )
+    preset.add_argument("preset", type=Path, help="e.g. configs/fashion-mnist-kd.yaml")
+    preset.add_argument("--params", type=Path, default=Path("params.yaml"))
+    preset.set_defaults(func=cmd_preset)
     grid = sub.add_parser("grid", help="the grid of params.yaml as DVC experiments")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
     queue = grid_sub.add_parser("queue", help="dvc exp run --queue for each new experiment")

@@ -5,7 +5,18 @@ pure baseline per (dataset, seed) (kd.method none, never crossed with alpha); an
 × seed for KD. Teachers come first, so a queue run in order (or SLURM's afterok) trains each
 teacher once and every student restores it from DVC's run-cache.
 
-Names are deterministic (`cifar100-teacher-s1`, `cifar100-none-s1`, `cifar100-at-a0.5-s1`), so
+`grid.axes` crosses any other param into the grid (a param path -> its values), by what the
+param changes:
+    seed, device, data.*, teacher.*   the teacher: one teacher per value, and every baseline and
+                                      student of that value restores that teacher
+    kd.<method>.*                     that method's students only
+    kd.*  (e.g. kd.alpha)             every KD student, never the pure baseline
+    anything else (student.*, ...)    the baseline and every KD student
+The grid's own fields (datasets, methods, alphas, seeds) are not axes; grid.* and slurm.* are
+not params of an experiment.
+
+Names are deterministic (`cifar100-teacher-s1`, `cifar100-none-s1`, `cifar100-at-a0.5-s1`;
+with axes `cifar100-logit-a0.5-temperature8-s1`, `cifar100-teacher-arch_resnet32-s1`), so
 queueing the grid twice finds the experiments already queued or finished and adds nothing.
 """
 
@@ -15,7 +26,7 @@ import dataclasses
 import logging
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +36,14 @@ from kdlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 TEACHER_TARGET = "train_teacher"
-_TEACHER_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-teacher-s(?P<seed>\d+)$")
+_TEACHER_NAME = re.compile(r"^[a-z0-9_]+-teacher(-[^-]+)*-s\d+$")
+
+TEACHER_PARAMS = ("seed", "device", "data", "teacher")
+"""Param sections (or keys) the teacher depends on: the params of `prepare` and `train_teacher`
+in dvc.yaml (a test keeps them equal)."""
+OWN_FIELDS = {"data.name": "datasets", "kd.method": "methods", "kd.alpha": "alphas",
+              "seed": "seeds"}  # fmt: skip
+"""Params the grid sweeps with its own fields, never as axes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +60,8 @@ class GridConfig:
     """Seeds: every teacher, baseline and KD student is run once per seed."""
     baseline: bool = True
     """Also run the pure student (kd.method none) once per dataset and seed."""
+    axes: dict = dataclasses.field(default_factory=dict)
+    """Any other param path -> list of values, crossed into the grid (see the module doc)."""
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS
@@ -62,6 +82,38 @@ class GridConfig:
             check_range(f"{path}.alphas[{i}]", alpha, 0.0, 1.0, low_open=True)
         for i, seed in enumerate(self.seeds):
             check_range(f"{path}.seeds[{i}]", seed, 0, 2**32 - 1)
+        for key, values in self.axes.items():
+            check_axis(f"{path}.axes", key, values)
+
+
+def check_axis(path: str, key: Any, values: Any) -> None:
+    """An axis names a param the grid does not sweep otherwise, with distinct values."""
+    if not isinstance(key, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*", key):
+        raise ConfigError(f"{path} keys must be param paths such as kd.logit.temperature, "
+                          f"got {key!r}")  # fmt: skip
+    if key in OWN_FIELDS:
+        raise ConfigError(f"{path}.{key}: sweep {key} with grid.{OWN_FIELDS[key]}, not an axis")
+    if key.split(".")[0] in ("grid", "slurm"):
+        raise ConfigError(f"{path}.{key}: {key.split('.')[0]}.* is not a param of an experiment")
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{path}.{key} must be a non-empty list of values, got {values!r}")
+    texts = [value_text(v) for v in values]
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"{path}.{key} lists a value twice: {values}")
+
+
+def check_axes_exist(raw: Mapping, grid: GridConfig) -> None:
+    """Every axis must name a param params.yaml has (a typo is not a new param)."""
+    for key in grid.axes:
+        node: Any = raw
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"grid.axes.{key} is not a param of params.yaml "
+                                  f"(no {part!r} there)")  # fmt: skip
+            node = node[part]
+        if isinstance(node, Mapping):
+            raise ConfigError(f"grid.axes.{key} is a section, not a param: name one of its keys "
+                              f"({', '.join(node)})")  # fmt: skip
 
 
 def load_grid(raw: Any) -> GridConfig:
@@ -106,8 +158,49 @@ def alpha_text(alpha: float) -> str:
     return f"{alpha:g}"
 
 
-def teacher_name(dataset: str, seed: int) -> str:
-    return f"{dataset}-teacher-s{seed}"
+def value_text(value: Any) -> str:
+    """A value as `-S` writes it and as it reads in a name: 0.5, 8, resnet32, true, [a,b]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(value_text(v) for v in value) + "]"
+    return str(value)
+
+
+def axis_scope(key: str) -> str:
+    """What an axis changes: teacher | method:<name> | kd | student."""
+    from kdlab.distill.registry import METHODS
+
+    parts = key.split(".")
+    if parts[0] in TEACHER_PARAMS:
+        return "teacher"
+    if parts[0] == "kd":
+        return f"method:{parts[1]}" if len(parts) > 2 and parts[1] in METHODS else "kd"
+    return "student"
+
+
+def axis_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Each axis's short name in experiment names: its last part, or more where two collide."""
+    labels = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            label = "_".join(parts[-n:])
+            if sum(k.split(".")[-n:] == parts[-n:] for k in keys) == 1:
+                break
+        labels[key] = label
+    return labels
+
+
+def axis_token(label: str, value: Any) -> str:
+    text = re.sub(r"[^A-Za-z0-9.+_]", "_", value_text(value).replace(",", "+"))
+    return f"{label}{text}" if re.match(r"[0-9.-]", value_text(value)) else f"{label}_{text}"
+
+
+def teacher_name(dataset: str, seed: int, tokens: Sequence[str] = ()) -> str:
+    return "-".join([dataset, "teacher", *tokens, f"s{seed}"])
 
 
 def is_teacher_experiment(name: str | None) -> bool:
@@ -115,23 +208,39 @@ def is_teacher_experiment(name: str | None) -> bool:
     return bool(name) and _TEACHER_NAME.match(name) is not None
 
 
+def _points(grid: GridConfig, scopes: Sequence[str]) -> list[tuple[tuple, tuple]]:
+    """Every combination of the axes whose scope is in `scopes`: (overrides, name tokens)."""
+    keys = [k for k in grid.axes if axis_scope(k) in scopes]
+    labels = axis_labels(list(grid.axes))
+    points = [((), ())]
+    for key in keys:
+        points = [((*over, (key, value_text(v))), (*tokens, axis_token(labels[key], v)))
+                  for over, tokens in points for v in grid.axes[key]]  # fmt: skip
+    return points
+
+
 def plan_grid(grid: GridConfig) -> list[Experiment]:
     """Every experiment of the grid: teachers, then baselines, then KD students."""
     teachers, baselines, students = [], [], []
     for dataset in grid.datasets:
-        for seed in grid.seeds:
-            base = (("data.name", dataset), ("seed", str(seed)))
-            teacher = teacher_name(dataset, seed)
-            teachers.append(Experiment(teacher, "teacher", base, (TEACHER_TARGET,)))
-            if grid.baseline:
-                overrides = (*base, ("kd.method", "none"))
-                name = f"{dataset}-none-s{seed}"
-                baselines.append(Experiment(name, "baseline", overrides, teacher=teacher))
-            for method in grid.methods:
-                for alpha in grid.alphas:
-                    overrides = (*base, ("kd.method", method), ("kd.alpha", alpha_text(alpha)))
-                    name = f"{dataset}-{method}-a{alpha_text(alpha)}-s{seed}"
-                    students.append(Experiment(name, "student", overrides, teacher=teacher))
+        for t_over, t_tokens in _points(grid, ["teacher"]):
+            for seed in grid.seeds:
+                base = (("data.name", dataset), ("seed", str(seed)), *t_over)
+                teacher = teacher_name(dataset, seed, t_tokens)
+                teachers.append(Experiment(teacher, "teacher", base, (TEACHER_TARGET,)))
+                for s_over, s_tokens in _points(grid, ["student"]) if grid.baseline else []:
+                    overrides = (*base, ("kd.method", "none"), *s_over)
+                    name = "-".join([dataset, "none", *t_tokens, *s_tokens, f"s{seed}"])
+                    baselines.append(Experiment(name, "baseline", overrides, teacher=teacher))
+                for method in grid.methods:
+                    scopes = ["student", "kd", f"method:{method}"]
+                    for alpha in grid.alphas:
+                        for k_over, k_tokens in _points(grid, scopes):
+                            overrides = (*base, ("kd.method", method),
+                                         ("kd.alpha", alpha_text(alpha)), *k_over)  # fmt: skip
+                            tokens = [*t_tokens, *k_tokens, f"s{seed}"]
+                            name = "-".join([dataset, method, f"a{alpha_text(alpha)}", *tokens])
+                            students.append(Experiment(name, "student", overrides, teacher=teacher))
     return teachers + baselines + students
 
 

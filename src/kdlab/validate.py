@@ -117,11 +117,12 @@ def check_file(path: str | Path, *, grid_points: bool = True, device: bool = Fal
 
 def check_sections(raw: Mapping, grid_points: bool) -> None:
     """grid (and, with `grid_points`, each of its points) and slurm, when present."""
-    from kdlab.grid import load_grid, plan_grid
+    from kdlab.grid import check_axes_exist, load_grid, plan_grid
     from kdlab.slurm.config import load_slurm_config
 
     if "grid" in raw:
         grid = load_grid(raw["grid"])
+        check_axes_exist(raw, grid)
         if grid_points:
             check_grid_points(raw, plan_grid(grid))
     if "slurm" in raw:

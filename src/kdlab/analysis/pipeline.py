@@ -6,6 +6,7 @@ Metric keys are flat and readable, so `dvc exp show` is a usable table:
     fisher/<role>/<layer>             trace(S_B) / trace(S_W) on the test labels
     ica/<layer>                       mean matched |corr| of FastICA components
     sae/<role>/<layer>/{r2,l0,dead_frac,dense_frac},  sae/<layer>/dict_match
+    fidelity/{top1_agreement,kl_teacher_student}, calibration/ece/<role>   whole test split
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from kdlab.analysis.dimensionality import entropy_effective_rank, participation_ratio, pca_spectrum
+from kdlab.analysis.fidelity import fidelity_metrics
 from kdlab.analysis.ica import ica_match
 from kdlab.analysis.sae import SAEConfig, dictionary_match, sae_stats, train_sae
 from kdlab.analysis.separability import fisher_criterion
@@ -80,7 +82,13 @@ def analyze_cache(cache: ActivationCache, cfg: AnalyzeConfig, seed: int,
     acts = {(role, layer): as_tensor(cache.get(role, layer), device)
             for role, layers in roles for layer in layers}  # fmt: skip
     labels = torch.from_numpy(cache.labels).to(device)
-    metrics: dict[str, float] = {}
+    metrics = fidelity_metrics(cache.test_logits("teacher"), cache.test_logits("student"),
+                               cache.test_labels())  # fmt: skip
+    log.info(
+        "fidelity: top-1 agreement %.4f, KL(T‖S) %.4f",
+        metrics["fidelity/top1_agreement"],
+        metrics["fidelity/kl_teacher_student"],
+    )
 
     log.info("CKA: %d teacher × %d student layers", len(t_layers), len(s_layers))
     t_names, s_names, matrix = cka_matrix(

@@ -7,6 +7,9 @@ Layout of an activation cache directory:
     indices.npy  labels.npy           the test-split samples (drawn once from the seed)
     <model>__<layer>.npy              (N, ...) float32/float16, e.g. teacher__stage3.npy
     <model>__attn__<module>.npy       (N, heads, T, T) attention weights (models with MHA)
+    test_labels.npy                   labels of the whole test split
+    logits__<role>.npy                (test size, classes) float32 logits of the final teacher
+                                      and student on the whole test split (fidelity, ECE)
 
 <model> is `teacher`, `student`, or a milestone such as `student@epoch_0010`. Arrays are opened
 with numpy's memmap, so analysis reads them without loading or recomputing anything; the
@@ -34,7 +37,7 @@ from kdlab.extract.attention import capture_attention, mha_modules
 from kdlab.fsutil import atomic_directory
 from kdlab.models import FeatureModel
 
-FORMAT = "kdlab.activations/1"
+FORMAT = "kdlab.activations/2"
 
 
 @contextlib.contextmanager
@@ -112,6 +115,17 @@ def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], n
             start += len(images)
 
 
+@torch.inference_mode()
+def test_logits(model: FeatureModel, loader: BatchLoader, role: str, writer: _ArrayWriter) -> None:
+    """`model`'s float32 logits on every image of `loader`, as `logits/<role>`."""
+    model.eval()
+    start = 0
+    for images, _labels in loader:
+        logits = model(images)
+        writer.write(f"logits/{role}", start, logits)
+        start += len(images)
+
+
 def extract_all(
     models: dict[str, tuple[FeatureModel, dict]],
     split: Split,
@@ -137,13 +151,20 @@ def extract_all(
             extract_model(model, loader, chosen, name, writer, has_attention)
             model_info[name] = {**info, "layers": chosen, "attention": has_attention}
         arrays = writer.close()
+        whole = _ArrayWriter(tmp_dir, len(split), "float32")
+        full_loader = BatchLoader(split, batch_size, mean, std, train=False)
+        for role in ("teacher", "student"):
+            if role in models:
+                test_logits(models[role][0], full_loader, role, whole)
+        arrays.update(whole.close())
         np.save(tmp_dir / "indices.npy", np.asarray(indices, dtype=np.int64))
         np.save(tmp_dir / "labels.npy", sample.labels.cpu().numpy())
+        np.save(tmp_dir / "test_labels.npy", split.labels.cpu().numpy())
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
-                    "indices": [int(i) for i in indices], "models": model_info,
-                    "arrays": arrays,
-                    "files_sha256": {name: sha256_file(tmp_dir / name)
-                                     for name in ("indices.npy", "labels.npy")}}  # fmt: skip
+                    "test_size": len(split), "indices": [int(i) for i in indices],
+                    "models": model_info, "arrays": arrays,
+                    "files_sha256": {name: sha256_file(tmp_dir / name) for name in
+                                     ("indices.npy", "labels.npy", "test_labels.npy")}}  # fmt: skip
         metadata[META_CHECKSUM] = metadata_checksum(metadata)
         (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata
@@ -224,6 +245,14 @@ class ActivationCache:
     def attention_modules(self, model: str) -> list[str]:
         prefix = f"{model}/attn/"
         return [key[len(prefix) :] for key in self.meta["arrays"] if key.startswith(prefix)]
+
+    def test_labels(self) -> np.ndarray:
+        """Labels of the whole test split (verified)."""
+        return self._load("test_labels.npy", self.meta["files_sha256"]["test_labels.npy"])
+
+    def test_logits(self, role: str) -> np.ndarray:
+        """(test size, classes) logits of the final `role` on the whole test split."""
+        return self.get("logits", role)
 
     def get(self, model: str, layer: str) -> np.ndarray:
         """(N, ...) memmapped, read-only; verified (checksum, finite values) on first use."""
