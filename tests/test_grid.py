@@ -39,8 +39,63 @@ def test_plan_names_order_and_counts():
 
 def test_teacher_names_are_recognised():
     assert is_teacher_experiment("cifar100-teacher-s12")
+    assert is_teacher_experiment("fashion_mnist-teacher-s0")
+    assert is_teacher_experiment("cifar100-teacher-arch_resnet32-epochs60-s1")
     assert not is_teacher_experiment("cifar100-at-a0.5-s1")
+    assert not is_teacher_experiment("fashion_mnist-logit-a0.5-temperature8-s0")
     assert not is_teacher_experiment(None)
+
+
+def test_axes_cross_by_what_they_change():
+    grid = load_grid({"datasets": ["cifar100"], "methods": ["logit", "at"], "alphas": [0.5],
+                      "seeds": [0, 1], "axes": {"teacher.arch": ["resnet56", "resnet110"],
+                                                "kd.logit.temperature": [2.0, 8],
+                                                "student.lr": [0.05, 0.1]}})  # fmt: skip
+    plan = plan_grid(grid)
+    by_role = {r: [e for e in plan if e.role == r] for r in ("teacher", "baseline", "student")}
+    # one teacher per teacher.arch and seed; nothing else reaches the teacher
+    assert [e.name for e in by_role["teacher"]] == [
+        "cifar100-teacher-arch_resnet56-s0", "cifar100-teacher-arch_resnet56-s1",
+        "cifar100-teacher-arch_resnet110-s0", "cifar100-teacher-arch_resnet110-s1"]  # fmt: skip
+    assert by_role["teacher"][2].set_params == [
+        "data.name=cifar100", "seed=0", "teacher.arch=resnet110"]  # fmt: skip
+    # the baseline: teacher and student axes, never a KD axis
+    assert len(by_role["baseline"]) == 2 * 2 * 2
+    assert all("kd.logit.temperature" not in " ".join(e.set_params) for e in by_role["baseline"])
+    assert "cifar100-none-arch_resnet110-lr0.05-s1" in [e.name for e in by_role["baseline"]]
+    # kd.logit.* only for logit: logit 2 arch × 2 T × 2 lr × 2 seeds, at 2 × 2 × 2
+    students = by_role["student"]
+    assert sum(e.name.startswith("cifar100-logit") for e in students) == 16
+    assert sum(e.name.startswith("cifar100-at") for e in students) == 8
+    logit = next(e for e in students
+                 if e.name == "cifar100-logit-a0.5-arch_resnet110-temperature8-lr0.1-s1")  # fmt: skip
+    assert logit.teacher == "cifar100-teacher-arch_resnet110-s1"
+    assert logit.set_params == ["data.name=cifar100", "seed=1", "teacher.arch=resnet110",
+                                "kd.method=logit", "kd.alpha=0.5", "kd.logit.temperature=8",
+                                "student.lr=0.1"]  # fmt: skip
+    names = [e.name for e in plan]
+    assert len(set(names)) == len(names) and plan_grid(grid) == plan
+    assert not any(is_teacher_experiment(e.name) for e in plan if e.role != "teacher")
+
+
+def test_teacher_params_are_what_the_teacher_stages_read():
+    """TEACHER_PARAMS (what keys a teacher per value) = the params prepare and train_teacher
+    depend on in dvc.yaml."""
+    import yaml
+
+    from kdlab.grid import TEACHER_PARAMS
+
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    read = {p.split(".")[0] for s in ("prepare", "train_teacher") for p in stages[s]["params"]}
+    assert read == set(TEACHER_PARAMS)
+
+
+def test_same_leaf_names_are_told_apart():
+    grid = load_grid({"datasets": ["digits"], "methods": ["at"], "alphas": [0.5], "seeds": [0],
+                      "axes": {"kd.at.weight": [1, 2], "kd.rkd.weight": [5]}})  # fmt: skip
+    names = [e.name for e in plan_grid(grid)]
+    assert "digits-at-a0.5-at_weight1-s0" in names
+    assert not any("rkd_weight" in n for n in names)  # rkd is not in the grid's methods
 
 
 @pytest.mark.parametrize(
@@ -57,6 +112,12 @@ def test_teacher_names_are_recognised():
         ({"seeds": []}, "grid.seeds must not be empty"),
         ({"datasets": ["mnist"]}, "grid.datasets[0] must be one of digits"),
         ({"method": ["at"]}, "grid.method is not a known key"),
+        ({"axes": {"kd.alpha": [0.5]}}, "grid.axes.kd.alpha: sweep kd.alpha with grid.alphas"),
+        ({"axes": {"seed": [1]}}, "grid.axes.seed: sweep seed with grid.seeds"),
+        ({"axes": {"slurm.gpus": [1, 2]}}, "grid.axes.slurm.gpus: slurm.* is not a param"),
+        ({"axes": {"kd.logit.temperature": []}}, "must be a non-empty list of values"),
+        ({"axes": {"kd.logit.temperature": [2, 2.0]}}, "lists a value twice"),
+        ({"axes": {"Teacher Arch": ["x"]}}, "keys must be param paths"),
     ],
 )
 def test_bad_grid_is_one_clear_line(raw, message):
@@ -72,6 +133,27 @@ def test_cli_bad_grid_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
     assert err.strip().splitlines() == [
         "kdlab grid: error: grid.alphas[0] must be in (0, 1], got 2.0"
     ]
+
+
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        ({"kd.logit.temprature": [2]}, "grid.axes.kd.logit.temprature is not a param of"),
+        ({"kd.logit": [2]}, "grid.axes.kd.logit is a section, not a param"),
+        # every value checked as its experiments would run, before anything is queued
+        ({"kd.logit.temperature": [2, -1]},
+         "grid point digits-logit-a0.5-temperatureneg1-s0 (data.name=digits seed=0 "
+         "kd.method=logit kd.alpha=0.5 kd.logit.temperature=-1): kd.logit.temperature"),
+        ({"student.arch": ["resnet8", "vit_tiny"]}, "grid point digits-fitnets-a0.5-arch_vit_tiny-s0"),
+    ],
+)  # fmt: skip
+def test_cli_bad_axis_is_refused_before_queueing(tmp_path, monkeypatch, capsys, axes, message):
+    grid = {**GRID, "methods": ["logit", "fitnets"], "axes": axes}
+    write_params(tmp_path / "params.yaml", tiny_params(grid=grid))
+    monkeypatch.chdir(tmp_path)
+    assert main(["grid", "queue", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
 
 
 def test_cli_without_grid_section(tmp_path, monkeypatch, capsys):

@@ -195,7 +195,8 @@ def axis_labels(keys: Sequence[str]) -> dict[str, str]:
 
 
 def axis_token(label: str, value: Any) -> str:
-    text = re.sub(r"[^A-Za-z0-9.+_]", "_", value_text(value).replace(",", "+"))
+    text = value_text(value).replace(",", "+").replace("-", "neg")
+    text = re.sub(r"[^A-Za-z0-9.+_]", "_", text)
     return f"{label}{text}" if re.match(r"[0-9.-]", value_text(value)) else f"{label}_{text}"
 
 

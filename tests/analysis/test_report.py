@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 
+import pandas as pd
 import pytest
 
 from kdlab.analysis import report as rep
@@ -87,7 +88,7 @@ def test_files_and_since(runs, tmp_path):
     pair = "cifar100_resnet56-to-resnet20"
     assert names == sorted(["summary.md", "summary.csv", "runs.csv", "since.md",
                             f"alpha_sweep_{pair}.png", f"heatmap_{pair}.png",
-                            "acc_vs_alignment.png"])  # fmt: skip
+                            "acc_vs_alignment.png", f"paired_delta_{pair}.png"])  # fmt: skip
     for path in written:
         assert path.stat().st_size > 0
         if path.suffix == ".png":
@@ -113,3 +114,77 @@ def test_report_rejects_a_bad_since_date(tmp_path):
         "kdlab report: error: --since must be a date like 2026-11-21 or 2026-11-21T14:00, "
         "got 'last tuesday'"
     )
+
+
+def fm_exp(name, method, seed, acc, temperature=4.0, teacher_acc=0.90, step=14, epochs=15):
+    """A Fashion-MNIST experiment with teacher metrics, fidelity and a temperature param."""
+    data = {
+        "timestamp": "2026-11-22T10:00:00",
+        "params": {"params.yaml": {"data": {
+            "seed": seed, "data": {"name": "fashion_mnist"},
+            "teacher": {"arch": "resnet20"}, "student": {"arch": "resnet8", "epochs": epochs},
+            "kd": {"method": method, "alpha": 0.5, "logit": {"temperature": temperature},
+                   "at": {"stages": ["stage1", "stage2"]}}}}},
+        "metrics": {
+            "metrics/student/metrics.json": {"data": {"test": {"acc": acc}, "step": step}},
+            "metrics/teacher/metrics.json": {"data": {"test": {"acc": teacher_acc}}},
+            "metrics/analysis.json": {"data": {"fidelity/top1_agreement": acc,
+                                               "calibration/ece/student": 0.05}}},
+    }  # fmt: skip
+    return {"name": name, "executor": None, "revs": [{"rev": name, "data": data}]}
+
+
+@pytest.fixture
+def paired_runs():
+    base = {0: 0.80, 1: 0.82, 2: 0.81}
+    exps = [fm_exp(f"none-s{s}", "none", s, acc) for s, acc in base.items()]
+    # logit T=2: Δ = 0.01, 0.02, 0.03 (interval reaches below 0); T=8: Δ = 0.020, 0.021, 0.022
+    exps += [fm_exp(f"logit-T2-s{s}", "logit", s, base[s] + d, 2.0)
+             for s, d in zip(base, (0.01, 0.02, 0.03), strict=True)]  # fmt: skip
+    exps += [fm_exp(f"logit-T8-s{s}", "logit", s, base[s] + d, 8.0)
+             for s, d in zip(base, (0.020, 0.021, 0.022), strict=True)]  # fmt: skip
+    exps += [fm_exp(f"at-s{s}", "at", s, base[s] - 0.01) for s in (0, 1)]  # seed 2 missing
+    return rep.parse_exp_show([{"rev": "abc", "experiments": exps}])
+
+
+def test_axes_and_paired_intervals(paired_runs):
+    report = rep.build_report(paired_runs, seeds=[0, 1, 2])
+    # the temperature varies among logit students only: an axis; at.stages never varies
+    assert report.axes == ["params.kd.logit.temperature"]
+    summary = report.summary.set_index(["method", "params.kd.logit.temperature"], drop=False)
+    half = 4.302652729911275 * 0.01 / 3**0.5
+    t2 = summary.loc[("logit", 2.0)]
+    assert t2["delta n"] == 3 and t2["delta mean"] == pytest.approx(0.02)
+    assert t2["delta ci low"] == pytest.approx(0.02 - half)
+    assert t2["delta ci high"] == pytest.approx(0.02 + half)
+    assert not t2["delta > 0 at 95%"] and summary.loc[("logit", 8.0)]["delta > 0 at 95%"]
+    at = report.summary[report.summary["method"] == "at"].iloc[0]
+    assert at["delta n"] == 2 and at["delta mean"] == pytest.approx(-0.01)
+    assert pd.isna(at["params.kd.logit.temperature"])  # not a logit student: blank
+    assert at["teacher_acc mean"] == pytest.approx(0.90)
+    assert at["gap mean"] == pytest.approx((0.79 + 0.81) / 2 - 0.90)
+    assert report.problems == ["fashion_mnist/resnet20→resnet8/at/alpha=0.5: seed 2 missing "
+                               "(no finished experiment)"]  # fmt: skip
+    text = rep.markdown_summary(report)
+    assert "Test accuracy at the final epoch (epoch 15 of 15)" in text
+    assert ("| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 8 | 3 | 0.8310 ± 0.0105 | "
+            "0.9000 ± 0.0000 | -0.0690 | +0.0210 (n=3) | [+0.0185, +0.0235] | ✓ |") in text
+    assert ("| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 2 | 3 | 0.8300 ± 0.0173 | "
+            "0.9000 ± 0.0000 | -0.0700 | +0.0200 (n=3) | [-0.0048, +0.0448] |  |") in text
+    assert "| none | – | – | 3 | 0.8100 ± 0.0100 |" in text
+    assert "fidelity/top1_agreement" in text and "calibration/ece/student" in text
+
+
+def test_a_run_short_of_its_epochs_is_a_problem(paired_runs):
+    runs = rep.parse_exp_show([{"rev": "abc", "experiments": [
+        fm_exp("none-s0", "none", 0, 0.8), fm_exp("cut-s0", "logit", 0, 0.8, step=9)]}])  # fmt: skip
+    report = rep.build_report(runs)
+    assert "cut-s0: metrics are from epoch 10, not the final epoch 15" in report.problems
+    assert "the last epoch each run recorded (epochs 10, 15)" in report.epochs
+
+
+def test_paired_figure_is_written(paired_runs, tmp_path):
+    written = rep.write_report(rep.build_report(paired_runs), tmp_path, "cka/embedding")
+    names = {p.name for p in written}
+    assert "paired_delta_fashion_mnist_resnet20-to-resnet8.png" in names
+    assert (tmp_path / "paired_delta_fashion_mnist_resnet20-to-resnet8.png").stat().st_size > 10_000

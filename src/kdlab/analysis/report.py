@@ -1,10 +1,18 @@
 """Cross-experiment report: from `dvc exp show --json` to the tables and figures of a paper.
 
-One row per experiment: its grid coordinates (data.name, kd.method, kd.alpha, seed), the
-student's test accuracy and the analysis scalars. Experiments that failed or have no student
-metrics are listed, and so are the grid points that have no experiment at all (expected seeds
-come from `grid.seeds` in params.yaml when present, otherwise from the seeds seen anywhere for
-the same dataset). Nothing is dropped silently.
+One row per experiment: its grid coordinates (data.name, teacher→student, kd.method, kd.alpha,
+seed, and every other param that varies across the experiments: the grid's axes), the student's
+and the teacher's test accuracy at the final epoch, and the analysis scalars (fidelity,
+calibration, CKA, ...). KD-only params are blank for the pure baseline and a method's own params
+for other methods, so a `kd.logit.temperature` axis groups only `logit` students.
+
+For each KD configuration the table gives the paired effect of KD: per seed, the difference to
+the pure baseline of the same seed and the same non-KD params (same teacher, initialisation and
+data order), its mean and 95 % t-interval (kdlab.analysis.stats).
+
+Experiments that failed or have no student metrics are listed, and so are the grid points that
+have no experiment at all (expected seeds come from `grid.seeds` in params.yaml when present,
+otherwise from the seeds seen anywhere for the same dataset). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -25,17 +33,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from kdlab.analysis.stats import CONFIDENCE, paired_delta
 from kdlab.errors import KdlabError
 
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
+PARAM = "params."
+"""Prefix of the columns that hold an experiment's params (params.kd.logit.temperature, ...)."""
+SHOWN = {"data.name", "teacher.arch", "student.arch", "kd.method", "kd.alpha", "seed"}
+"""Params shown as GRID_KEYS (and seed) already."""
+NOT_AXES = ("grid.", "slurm.", "device")
+"""Params that never make two experiments different results."""
+SUMMARY_METRICS = ("fidelity/top1_agreement", "fidelity/kl_teacher_student",
+                   "calibration/ece/student", "calibration/ece/teacher")  # fmt: skip
 
 
 @dataclasses.dataclass
 class Report:
     runs: pd.DataFrame  # every experiment with its state
     finished: pd.DataFrame
-    summary: pd.DataFrame  # mean/std per (dataset, method, alpha)
+    summary: pd.DataFrame  # per configuration: accuracy, paired Δ, metrics (mean/std)
     problems: list[str]  # failed, incomplete and missing experiments, one line each
+    axes: list[str] = dataclasses.field(default_factory=list)  # varying params' columns
+    epochs: str = ""  # which epoch the accuracies are from, in words
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -49,15 +68,33 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _param_values(params: dict, method: str | None) -> dict:
+    """Every param as a column; KD params blank where they do not act (see the module doc)."""
+    from kdlab.grid import value_text
+
+    columns = {}
+    for key, value in _flatten(params).items():
+        parts = key.split(".")
+        kd_param = parts[0] == "kd" and key != "kd.method"
+        if kd_param and (method == "none" or (len(parts) > 2 and parts[1] != method)):
+            value = None
+        if isinstance(value, list):
+            value = value_text(value)
+        columns[PARAM + key] = value
+    return columns
+
+
 def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
     data = entry.get("data") or {}
     params = data.get("params", {}).get("params.yaml", {}).get("data", {})
     metrics = data.get("metrics") or {}
     student = metrics.get("metrics/student/metrics.json", {}).get("data", {})
+    teacher = metrics.get("metrics/teacher/metrics.json", {}).get("data", {})
     analysis = metrics.get("metrics/analysis.json", {}).get("data", {})
     kd = params.get("kd", {})
     method = kd.get("method")
     state = (executor or {}).get("state") or ("failed" if entry.get("error") else "success")
+    step = student.get("step")
     return {
         "name": name or entry.get("name") or str(entry.get("rev", ""))[:7],
         "rev": entry.get("rev"),
@@ -69,7 +106,11 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
         "alpha": None if method == "none" else kd.get("alpha"),
         "seed": params.get("seed"),
         "acc": student.get("test", {}).get("acc"),
+        "teacher_acc": teacher.get("test", {}).get("acc"),
+        "epoch": None if step is None else int(step) + 1,
+        "epochs": params.get("student", {}).get("epochs"),
         **{key: value for key, value in analysis.items() if isinstance(value, int | float)},
+        **_param_values(params, method),
     }
 
 
@@ -108,41 +149,118 @@ def grid_seeds(params_path: Path) -> list[int] | None:
     return list(seeds) if isinstance(seeds, list) else None
 
 
-def find_problems(runs: pd.DataFrame, finished: pd.DataFrame, seeds: list[int] | None) -> list[str]:
+def varying_axes(finished: pd.DataFrame) -> list[str]:
+    """Param columns that take more than one value across the finished experiments."""
+    axes = []
+    for column in finished.columns:
+        if not column.startswith(PARAM):
+            continue
+        key = column[len(PARAM) :]
+        if key in SHOWN or key.startswith(NOT_AXES):
+            continue
+        if finished[column].nunique(dropna=True) > 1:
+            axes.append(column)
+    return axes
+
+
+def axis_names(axes: list[str]) -> dict[str, str]:
+    """Short column titles for the axes (their last part, more where two collide)."""
+    from kdlab.grid import axis_labels
+
+    labels = axis_labels([a[len(PARAM) :] for a in axes])
+    return {a: labels[a[len(PARAM) :]].replace("_", ".") for a in axes}
+
+
+def find_problems(runs: pd.DataFrame, finished: pd.DataFrame, seeds: list[int] | None,
+                  keys: list[str]) -> list[str]:  # fmt: skip
     problems = []
     for _, row in runs[~runs.index.isin(finished.index)].iterrows():
         why = "failed" if row["state"] == "failed" else f"no student metrics (state {row['state']})"
         problems.append(f"{row['name']}: {why}")
+    for _, row in finished.iterrows():
+        if pd.notna(row["epochs"]) and row["epoch"] != row["epochs"]:
+            problems.append(f"{row['name']}: metrics are from epoch {row['epoch']}, "
+                            f"not the final epoch {row['epochs']}")  # fmt: skip
+    names = axis_names([k for k in keys if k.startswith(PARAM)])
     for dataset, per_dataset in finished.groupby("dataset"):
         expected = set(seeds) if seeds else set(per_dataset["seed"])
-        keys = ["pair", "method", "alpha"]
-        for (pair, method, alpha), group in per_dataset.groupby(keys, dropna=False):
+        rest = keys[1:]
+        for values, group in per_dataset.groupby(rest, dropna=False):
+            where = [str(dataset)]
+            for key, value in zip(rest, values, strict=True):
+                if pd.isna(value):
+                    continue
+                if key == "alpha":
+                    where.append(f"alpha={value:g}")
+                elif key in names:
+                    where.append(f"{names[key]}={value:g}" if isinstance(value, float)
+                                 else f"{names[key]}={value}")  # fmt: skip
+                else:
+                    where.append(str(value))
             for seed in sorted(expected - set(group["seed"])):
-                where = f"{dataset}/{pair}/{method}" + (
-                    "" if pd.isna(alpha) else f"/alpha={alpha:g}"
-                )
-                problems.append(f"{where}: seed {seed} missing (no finished experiment)")
+                problems.append(f"{'/'.join(where)}: seed {seed} missing (no finished experiment)")
     return problems
 
 
-def summarize(finished: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    grouped = finished.groupby(GRID_KEYS, dropna=False)
+def paired_table(finished: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per KD configuration: n, mean Δ, sd, 95 % interval and the mark, against the baseline
+    of the same seed and the same non-KD params."""
+    match = ["dataset", "pair", *[k for k in keys if k.startswith(PARAM)
+                                  and not k.startswith(PARAM + "kd.")], "seed"]  # fmt: skip
+    base = finished[finished["method"] == "none"][[*match, "acc"]]
+    base = base.rename(columns={"acc": "baseline_acc"})
+    kd = finished[finished["method"] != "none"]
+    paired = kd.merge(base, on=match, how="inner")
+    paired["delta"] = paired["acc"] - paired["baseline_acc"]
+    rows = []
+    for values, group in paired.groupby(keys, dropna=False):
+        result = paired_delta(group["delta"].tolist())
+        rows.append({**dict(zip(keys, values, strict=True)), "delta n": result.n,
+                     "delta mean": result.mean, "delta sd": result.sd,
+                     "delta ci low": result.low, "delta ci high": result.high,
+                     "delta > 0 at 95%": result.positive})  # fmt: skip
+    columns = [*keys, "delta n", "delta mean", "delta sd", "delta ci low", "delta ci high",
+               "delta > 0 at 95%"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize(finished: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    grouped = finished.groupby(keys, dropna=False)
     table = grouped.size().rename("n").to_frame()
     for metric in metrics:
         table[f"{metric} mean"] = grouped[metric].mean()
         table[f"{metric} std"] = grouped[metric].std(ddof=1)
-    return table.reset_index()
+    table = table.reset_index()
+    if "teacher_acc mean" in table:
+        table["gap mean"] = table["acc mean"] - table["teacher_acc mean"]
+    paired = paired_table(finished, keys)
+    # merge on keys with NaN (the baseline's alpha) equal to NaN
+    return table.merge(paired, on=keys, how="left")
+
+
+def epochs_text(finished: pd.DataFrame) -> str:
+    epochs = sorted({int(e) for e in finished["epoch"].dropna()})
+    configured = sorted({int(e) for e in finished["epochs"].dropna()})
+    if epochs == configured and len(epochs) == 1:
+        return f"the final epoch (epoch {epochs[0]} of {epochs[0]})"
+    return f"the last epoch each run recorded (epochs {', '.join(map(str, epochs))})"
 
 
 def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     if runs.empty:
         raise KdlabError("no experiments found: run some with `dvc exp run` or `dvc queue start`")
+    for column in ("teacher_acc", "epoch", "epochs"):
+        if column not in runs:
+            runs[column] = None
     ok = (runs["state"] != "failed") & runs["acc"].notna()
     finished = runs[ok].copy()
-    metrics = ["acc", *sorted(c for c in runs.columns if c.startswith("cka/"))]
-    return Report(
-        runs, finished, summarize(finished, metrics), find_problems(runs, finished, seeds)
-    )
+    axes = varying_axes(finished)
+    keys = [*GRID_KEYS, *axes]
+    metrics = ["acc", "teacher_acc", *[m for m in SUMMARY_METRICS if m in runs],
+               *sorted(c for c in runs.columns if c.startswith("cka/"))]  # fmt: skip
+    return Report(runs, finished, summarize(finished, keys, metrics),
+                  find_problems(runs, finished, seeds, keys), axes,
+                  epochs_text(finished))  # fmt: skip
 
 
 def _panel_grid(n: int, width: float, height: float, per_row: int = 3):
@@ -160,21 +278,81 @@ def _slug(text: str) -> str:
     return text.replace("→", "-to-").replace("/", "_")
 
 
-def _fmt(mean: float, std: float) -> str:
+def _fmt(mean: float, std: float | None = None, digits: int = 4) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
-    return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _signed(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.4f}"
+
+
+def _marked(value) -> bool:
+    """The Δ > 0 mark of a summary row (blank, NaN, or a numpy/Python bool)."""
+    return not pd.isna(value) and bool(value)
+
+
+def config_label(row, axes: list[str], alpha: bool = True) -> str:
+    """A configuration in words: `logit α=0.5 temperature=2`."""
+    names = axis_names(axes)
+    parts = [str(row["method"])]
+    if alpha and not pd.isna(row["alpha"]):
+        parts.append(f"α={row['alpha']:g}")
+    parts += [f"{names[a]}={_value(row[a])}" for a in axes if not pd.isna(row[a])]
+    return " ".join(parts)
 
 
 def markdown_summary(report: Report) -> str:
-    metrics = [c[: -len(" mean")] for c in report.summary.columns if c.endswith(" mean")]
-    lines = ["| dataset | teacher→student | method | alpha | seeds | " + " | ".join(metrics) + " |",
-             "|---|---|---|---|---|" + "---|" * len(metrics)]  # fmt: skip
+    """Two tables: accuracy with the paired effect of KD; fidelity, calibration and CKA."""
+    names = axis_names(report.axes)
+    coords = ["dataset", "teacher→student", "method", "alpha", *names.values(), "seeds"]
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
+    lines = [
+        f"Test accuracy at {report.epochs}, mean ± sd over seeds. Δ: per seed, KD student − "
+        f"pure baseline of the same seed (same teacher, initialisation and data order); mean "
+        f"and {level} t-interval; ✓ where the whole interval is above 0. S − T: student − "
+        f"teacher accuracy.",
+        "",
+        "| " + " | ".join([*coords, "student acc", "teacher acc", "S − T", "Δ vs baseline",
+                          f"{level} interval of Δ", f"Δ > 0 at {level}"]) + " |",
+        "|" + "---|" * (len(coords) + 6),
+    ]  # fmt: skip
     for _, row in report.summary.iterrows():
-        alpha = "–" if pd.isna(row["alpha"]) else f"{row['alpha']:g}"
-        cells = [_fmt(row[f"{m} mean"], row[f"{m} std"]) for m in metrics]
-        coords = f"| {row['dataset']} | {row['pair']} | {row['method']} | {alpha} | {row['n']} | "
-        lines.append(coords + " | ".join(cells) + " |")
+        cells = [row["dataset"], row["pair"], row["method"], _value(row["alpha"]),
+                 *[_value(row[a]) for a in report.axes], str(row["n"]),
+                 _fmt(row["acc mean"], row["acc std"]),
+                 _fmt(row["teacher_acc mean"], row["teacher_acc std"]),
+                 _signed(row.get("gap mean", math.nan))]  # fmt: skip
+        if row["method"] == "none":
+            cells += ["(baseline)", "", ""]
+        else:
+            low, high = row["delta ci low"], row["delta ci high"]
+            interval = "–" if pd.isna(low) else f"[{low:+.4f}, {high:+.4f}]"
+            mark = "✓" if _marked(row["delta > 0 at 95%"]) else ""
+            cells += [f"{_signed(row['delta mean'])} (n={int(row['delta n'])})", interval, mark]
+        lines.append("| " + " | ".join(cells) + " |")
+    metrics = [m[: -len(" mean")] for m in report.summary.columns
+               if m.endswith(" mean") and m[: -len(" mean")] not in ("acc", "teacher_acc",
+                                                                      "gap", "delta")]  # fmt: skip
+    if metrics:
+        lines += ["", "Fidelity (top-1 agreement, mean KL(teacher ‖ student) in nats), expected "
+                  "calibration error and CKA with the teacher on the test split, mean ± sd.", "",
+                  "| " + " | ".join([*coords, *metrics]) + " |",
+                  "|" + "---|" * (len(coords) + len(metrics))]  # fmt: skip
+        for _, row in report.summary.iterrows():
+            cells = [row["dataset"], row["pair"], row["method"], _value(row["alpha"]),
+                     *[_value(row[a]) for a in report.axes], str(row["n"]),
+                     *[_fmt(row[f"{m} mean"], row[f"{m} std"], 3) for m in metrics]]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if report.problems:
         text += "\n**Failed or missing experiments**\n\n" + "".join(
@@ -183,29 +361,77 @@ def markdown_summary(report: Report) -> str:
     return text
 
 
+def plot_paired(report: Report, out_dir: Path) -> list[Path]:
+    """Δ vs the baseline per KD configuration: each seed a dot, the mean and its interval."""
+    paths = []
+    finished = report.finished
+    for (dataset, pair), rows in report.summary.groupby(["dataset", "pair"]):
+        rows = rows[rows["method"] != "none"].sort_values("delta mean", na_position="first")
+        if rows.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.6))
+        keys = [*GRID_KEYS, *report.axes]
+        base = finished[(finished["method"] == "none") & (finished["dataset"] == dataset)
+                        & (finished["pair"] == pair)]  # fmt: skip
+        for y, (_, row) in enumerate(rows.iterrows()):
+            low, high, mean = row["delta ci low"], row["delta ci high"], row["delta mean"]
+            color = "tab:green" if _marked(row["delta > 0 at 95%"]) else "tab:blue"
+            if not pd.isna(low):
+                ax.plot([low, high], [y, y], color=color, linewidth=2.5, solid_capstyle="butt")
+            ax.plot([mean], [y], "D", color=color, markersize=7)
+            same = finished
+            for key in keys:
+                same = same[same[key].isna()] if pd.isna(row[key]) else same[same[key] == row[key]]
+            for _, run in same.iterrows():
+                match = base[base["seed"] == run["seed"]]
+                for a in report.axes:
+                    if not a.startswith(PARAM + "kd."):
+                        match = match[match[a] == run[a]]
+                if len(match) == 1:
+                    delta = run["acc"] - match["acc"].iloc[0]
+                    ax.plot([delta], [y + 0.18], "o", color="black", markersize=3.5, alpha=0.6)
+        ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(rows)), [config_label(r, report.axes) for _, r in rows.iterrows()])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("Δ test accuracy vs pure baseline (same seed)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"{dataset}, {pair}: KD − baseline, mean (◆) and 95 % t-interval;\n"
+                     "dots: single seeds; green: Δ > 0 at 95 %", fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        path = out_dir / f"paired_delta_{dataset}_{_slug(pair)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list[Path]:
+    """Metric vs alpha per configuration, where the grid swept more than one alpha."""
     paths = []
     for (dataset, pair), rows in report.summary.groupby(["dataset", "pair"]):
+        if rows["alpha"].nunique(dropna=True) < 2:
+            continue
         fig, axes = _panel_grid(len(metrics), width=4.6, height=3.6)
         for ax, metric in zip(axes, metrics, strict=False):
-            for method, group in rows.groupby("method"):
+            for _, group in rows.groupby(["method", *report.axes], dropna=False):
+                label = config_label(group.iloc[0], report.axes, alpha=False)
                 if group["alpha"].isna().all():  # the pure baseline: one value, drawn as a band
                     mean, std = group[f"{metric} mean"].iloc[0], group[f"{metric} std"].iloc[0]
-                    ax.axhline(mean, color="grey", linestyle="--", label=f"{method} (baseline)")
+                    ax.axhline(mean, color="grey", linestyle="--", label=f"{label} (baseline)")
                     if not math.isnan(std):
                         ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
                     continue
                 group = group.sort_values("alpha")
                 mean, std = group[f"{metric} mean"], group[f"{metric} std"].fillna(0)
                 line = ax.errorbar(group["alpha"], mean, yerr=std, marker="o", capsize=3,
-                                   label=method)  # fmt: skip
+                                   label=label)  # fmt: skip
                 ax.fill_between(group["alpha"], mean - std, mean + std, alpha=0.2,
                                 color=line[0].get_color())  # fmt: skip
             ax.set_xlabel("alpha")
             ax.set_title(metric)
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"{dataset}, {pair}: alpha sweeps (mean ± 1σ over seeds)")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{dataset}, {pair}:\nalpha sweeps (mean ± 1σ over seeds)", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"alpha_sweep_{dataset}_{_slug(pair)}.png"
         fig.savefig(path, dpi=110)
@@ -220,7 +446,9 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
     for (dataset, pair), rows in kd_rows.groupby(["dataset", "pair"]):
         fig, axes = _panel_grid(len(layers), width=4.2, height=3.4)
         for ax, layer in zip(axes, layers, strict=False):
-            table = rows.pivot_table(index="method", columns="alpha", values=f"{layer} mean")
+            rows = rows.assign(config=[config_label(r, report.axes, alpha=False)
+                                       for _, r in rows.iterrows()])  # fmt: skip
+            table = rows.pivot_table(index="config", columns="alpha", values=f"{layer} mean")
             image = ax.imshow(table.values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
             ax.set_yticks(range(len(table.index)), table.index)
@@ -285,6 +513,7 @@ def write_report(report: Report, out_dir: Path, alignment: str,
     written[0].write_text(markdown_summary(report))
     report.summary.to_csv(written[1], index=False)
     report.runs.to_csv(written[2], index=False)
+    written += plot_paired(report, out_dir)
     written += plot_alpha_sweeps(report, ["acc", *layers], out_dir)
     if layers:
         written += plot_heatmaps(report, layers, out_dir)
