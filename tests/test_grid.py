@@ -67,8 +67,8 @@ def test_axes_cross_by_what_they_change():
     students = by_role["student"]
     assert sum(e.name.startswith("cifar100-logit") for e in students) == 16
     assert sum(e.name.startswith("cifar100-at") for e in students) == 8
-    logit = next(e for e in students
-                 if e.name == "cifar100-logit-a0.5-arch_resnet110-temperature8-lr0.1-s1")  # fmt: skip
+    wanted = "cifar100-logit-a0.5-arch_resnet110-temperature8-lr0.1-s1"
+    logit = next(e for e in students if e.name == wanted)
     assert logit.teacher == "cifar100-teacher-arch_resnet110-s1"
     assert logit.set_params == ["data.name=cifar100", "seed=1", "teacher.arch=resnet110",
                                 "kd.method=logit", "kd.alpha=0.5", "kd.logit.temperature=8",
@@ -144,7 +144,8 @@ def test_cli_bad_grid_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
         ({"kd.logit.temperature": [2, -1]},
          "grid point digits-logit-a0.5-temperatureneg1-s0 (data.name=digits seed=0 "
          "kd.method=logit kd.alpha=0.5 kd.logit.temperature=-1): kd.logit.temperature"),
-        ({"student.arch": ["resnet8", "vit_tiny"]}, "grid point digits-fitnets-a0.5-arch_vit_tiny-s0"),
+        ({"student.arch": ["resnet8", "vit_tiny"]},
+         "grid point digits-fitnets-a0.5-arch_vit_tiny-s0"),
     ],
 )  # fmt: skip
 def test_cli_bad_axis_is_refused_before_queueing(tmp_path, monkeypatch, capsys, axes, message):

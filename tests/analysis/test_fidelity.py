@@ -41,6 +41,7 @@ def test_ece():
 
 def test_metric_names():
     metrics = fidelity_metrics(np.log(P_TEACHER), np.log(P_STUDENT), LABELS)
-    assert sorted(metrics) == ["calibration/ece/student", "calibration/ece/teacher",
-                               "fidelity/kl_teacher_student", "fidelity/top1_agreement"]  # fmt: skip
+    assert sorted(metrics) == [
+        "calibration/ece/student", "calibration/ece/teacher",
+        "fidelity/kl_teacher_student", "fidelity/top1_agreement"]  # fmt: skip
     assert metrics["calibration/ece/teacher"] == pytest.approx(0.25)

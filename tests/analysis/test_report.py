@@ -176,8 +176,8 @@ def test_axes_and_paired_intervals(paired_runs):
 
 
 def test_a_run_short_of_its_epochs_is_a_problem(paired_runs):
-    runs = rep.parse_exp_show([{"rev": "abc", "experiments": [
-        fm_exp("none-s0", "none", 0, 0.8), fm_exp("cut-s0", "logit", 0, 0.8, step=9)]}])  # fmt: skip
+    exps = [fm_exp("none-s0", "none", 0, 0.8), fm_exp("cut-s0", "logit", 0, 0.8, step=9)]
+    runs = rep.parse_exp_show([{"rev": "abc", "experiments": exps}])
     report = rep.build_report(runs)
     assert "cut-s0: metrics are from epoch 10, not the final epoch 15" in report.problems
     assert "the last epoch each run recorded (epochs 10, 15)" in report.epochs
