@@ -78,6 +78,29 @@ def test_axes_cross_by_what_they_change():
     assert not any(is_teacher_experiment(e.name) for e in plan if e.role != "teacher")
 
 
+def test_paired_axis_and_per_method_alphas():
+    grid = load_grid({"datasets": ["cifar100"], "methods": ["logit", "at"], "seeds": [0],
+                      "alphas": {"logit": [0.9], "at": [0.001]},
+                      "axes": {"teacher.arch,student.arch": [
+                          ["resnet56", "resnet20"], ["resnet110", "resnet32"]]}})  # fmt: skip
+    plan = plan_grid(grid)
+    names = [e.name for e in plan]
+    assert names == [
+        "cifar100-teacher-teacher_arch_resnet56+student_arch_resnet20-s0",
+        "cifar100-teacher-teacher_arch_resnet110+student_arch_resnet32-s0",
+        "cifar100-none-teacher_arch_resnet56+student_arch_resnet20-s0",
+        "cifar100-none-teacher_arch_resnet110+student_arch_resnet32-s0",
+        "cifar100-logit-a0.9-teacher_arch_resnet56+student_arch_resnet20-s0",
+        "cifar100-at-a0.001-teacher_arch_resnet56+student_arch_resnet20-s0",
+        "cifar100-logit-a0.9-teacher_arch_resnet110+student_arch_resnet32-s0",
+        "cifar100-at-a0.001-teacher_arch_resnet110+student_arch_resnet32-s0",
+    ]  # two pairs, not four
+    assert plan[5].set_params == ["data.name=cifar100", "seed=0", "teacher.arch=resnet56",
+                                  "student.arch=resnet20", "kd.method=at", "kd.alpha=0.001"]
+    assert plan[5].teacher == names[0]
+    assert all(is_teacher_experiment(n) == (e.role == "teacher") for n, e in zip(names, plan, strict=True))
+
+
 def test_teacher_params_are_what_the_teacher_stages_read():
     """TEACHER_PARAMS (what keys a teacher per value) = the params prepare and train_teacher
     depend on in dvc.yaml."""
@@ -118,6 +141,14 @@ def test_same_leaf_names_are_told_apart():
         ({"axes": {"kd.logit.temperature": []}}, "must be a non-empty list of values"),
         ({"axes": {"kd.logit.temperature": [2, 2.0]}}, "lists a value twice"),
         ({"axes": {"Teacher Arch": ["x"]}}, "keys must be param paths"),
+        ({"axes": {"teacher.arch,student.arch": [["resnet20"]]}},
+         "grid.axes.teacher.arch,student.arch[0] must be a list of 2 values, one per param"),
+        ({"axes": {"kd.logit.weight,student.lr": [[1, 0.1]]}},
+         "params changed together must reach the same experiments; these reach method:logit, "
+         "student"),
+        ({"methods": ["at", "logit"], "alphas": {"at": [0.5]}},
+         "grid.alphas must have one entry per grid method (at, logit): missing logit"),
+        ({"methods": ["at"], "alphas": {"at": [0.5, 1.5]}}, "grid.alphas.at[1] must be in (0, 1]"),
     ],
 )
 def test_bad_grid_is_one_clear_line(raw, message):
@@ -138,8 +169,12 @@ def test_cli_bad_grid_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("axes", "message"),
     [
-        ({"kd.logit.temprature": [2]}, "grid.axes.kd.logit.temprature is not a param of"),
-        ({"kd.logit": [2]}, "grid.axes.kd.logit is a section, not a param"),
+        ({"kd.logit.temprature": [2]},
+         "grid.axes.kd.logit.temprature: kd.logit.temprature is not a param of"),
+        ({"kd.logit": [2]}, "grid.axes.kd.logit: kd.logit is a section, not a param"),
+        ({"teacher.arch,student.arch": [["resnet14", "resnet8"], ["resnet20", "resnet9"]]},
+         "grid point digits-teacher-teacher_arch_resnet20+student_arch_resnet9-s0 "
+         "(data.name=digits seed=0 teacher.arch=resnet20 student.arch=resnet9): student.arch must be one of"),
         # every value checked as its experiments would run, before anything is queued
         ({"kd.logit.temperature": [2, -1]},
          "grid point digits-logit-a0.5-temperatureneg1-s0 (data.name=digits seed=0 "

@@ -12,6 +12,9 @@ param changes:
     kd.<method>.*                     that method's students only
     kd.*  (e.g. kd.alpha)             every KD student, never the pure baseline
     anything else (student.*, ...)    the baseline and every KD student
+Params that must change together are one axis, their paths joined by commas and each value a
+list: `teacher.arch,student.arch: [[resnet56, resnet20], [resnet110, resnet32]]` (pairs, not
+their cross product). `grid.alphas` is a list for every method, or a mapping method -> list.
 The grid's own fields (datasets, methods, alphas, seeds) are not axes; grid.* and slurm.* are
 not params of an experiment.
 
@@ -54,8 +57,8 @@ class GridConfig:
     """Datasets (data.name), one teacher per dataset and seed."""
     methods: tuple[str, ...] = ("logit",)
     """KD methods crossed with alphas and seeds (`none` is the baseline; see `baseline`)."""
-    alphas: tuple[float, ...] = (0.5,)
-    """kd.alpha values for every KD method."""
+    alphas: tuple[float, ...] | dict = (0.5,)
+    """kd.alpha values for every KD method, or a mapping method -> its values."""
     seeds: tuple[int, ...] = (0,)
     """Seeds: every teacher, baseline and KD student is run once per seed."""
     baseline: bool = True
@@ -67,8 +70,26 @@ class GridConfig:
         from kdlab.data.datasets import DATASETS
         from kdlab.distill.registry import METHODS
 
-        for field in ("datasets", "methods", "alphas", "seeds"):
-            values = getattr(self, field)
+        lists = {"datasets": self.datasets, "methods": self.methods, "seeds": self.seeds}
+        if isinstance(self.alphas, dict):
+            missing = [m for m in self.methods if m not in self.alphas]
+            extra = [m for m in self.alphas if m not in self.methods]
+            if missing or extra:
+                raise ConfigError(
+                    f"{path}.alphas must have one entry per grid method "
+                    f"({', '.join(self.methods)}): "
+                    + (f"missing {', '.join(missing)}" if missing else f"extra {extra[0]!r}")
+                )
+            for method, values in self.alphas.items():
+                if not isinstance(values, list) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in values
+                ):
+                    raise ConfigError(f"{path}.alphas.{method} must be a list of numbers, "
+                                      f"got {values!r}")  # fmt: skip
+                lists[f"alphas.{method}"] = tuple(values)
+        else:
+            lists["alphas"] = self.alphas
+        for field, values in lists.items():
             if not values:
                 raise ConfigError(f"{path}.{field} must not be empty")
             if len(set(values)) != len(values):
@@ -78,25 +99,48 @@ class GridConfig:
         kd_methods = [m for m in METHODS if m != "none"]
         for i, name in enumerate(self.methods):
             check_choice(f"{path}.methods[{i}]", name, kd_methods)
-        for i, alpha in enumerate(self.alphas):
-            check_range(f"{path}.alphas[{i}]", alpha, 0.0, 1.0, low_open=True)
+        for field, values in lists.items():
+            if field.startswith("alphas"):
+                for i, alpha in enumerate(values):
+                    check_range(f"{path}.{field}[{i}]", alpha, 0.0, 1.0, low_open=True)
         for i, seed in enumerate(self.seeds):
             check_range(f"{path}.seeds[{i}]", seed, 0, 2**32 - 1)
         for key, values in self.axes.items():
             check_axis(f"{path}.axes", key, values)
 
+    def alphas_for(self, method: str) -> tuple[float, ...]:
+        return tuple(self.alphas[method]) if isinstance(self.alphas, dict) else self.alphas
+
+
+_PATH = r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*"
+
+
+def axis_paths(key: str) -> list[str]:
+    """The params an axis sets: one, or several joined by commas (changed together)."""
+    return [part.strip() for part in key.split(",")]
+
 
 def check_axis(path: str, key: Any, values: Any) -> None:
-    """An axis names a param the grid does not sweep otherwise, with distinct values."""
-    if not isinstance(key, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*", key):
-        raise ConfigError(f"{path} keys must be param paths such as kd.logit.temperature, "
-                          f"got {key!r}")  # fmt: skip
-    if key in OWN_FIELDS:
-        raise ConfigError(f"{path}.{key}: sweep {key} with grid.{OWN_FIELDS[key]}, not an axis")
-    if key.split(".")[0] in ("grid", "slurm"):
-        raise ConfigError(f"{path}.{key}: {key.split('.')[0]}.* is not a param of an experiment")
+    """An axis names params the grid does not sweep otherwise, with distinct values."""
+    if not isinstance(key, str) or not re.fullmatch(rf"{_PATH}(\s*,\s*{_PATH})*", key):
+        raise ConfigError(f"{path} keys must be param paths such as kd.logit.temperature "
+                          f"(several joined by commas), got {key!r}")  # fmt: skip
+    paths = axis_paths(key)
+    for param in paths:
+        if param in OWN_FIELDS:
+            raise ConfigError(f"{path}.{key}: sweep {param} with grid.{OWN_FIELDS[param]}, "
+                              "not an axis")  # fmt: skip
+        if param.split(".")[0] in ("grid", "slurm"):
+            raise ConfigError(f"{path}.{key}: {param.split('.')[0]}.* is not a param of an "
+                              "experiment")  # fmt: skip
+    axis_scope(key, path)
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{path}.{key} must be a non-empty list of values, got {values!r}")
+    if len(paths) > 1:
+        for i, value in enumerate(values):
+            if not isinstance(value, list) or len(value) != len(paths):
+                raise ConfigError(f"{path}.{key}[{i}] must be a list of {len(paths)} values, "
+                                  f"one per param, got {value!r}")  # fmt: skip
     texts = [value_text(v) for v in values]
     if len(set(texts)) != len(texts):
         raise ConfigError(f"{path}.{key} lists a value twice: {values}")
@@ -105,15 +149,16 @@ def check_axis(path: str, key: Any, values: Any) -> None:
 def check_axes_exist(raw: Mapping, grid: GridConfig) -> None:
     """Every axis must name a param params.yaml has (a typo is not a new param)."""
     for key in grid.axes:
-        node: Any = raw
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                raise ConfigError(f"grid.axes.{key} is not a param of params.yaml "
-                                  f"(no {part!r} there)")  # fmt: skip
-            node = node[part]
-        if isinstance(node, Mapping):
-            raise ConfigError(f"grid.axes.{key} is a section, not a param: name one of its keys "
-                              f"({', '.join(node)})")  # fmt: skip
+        for param in axis_paths(key):
+            node: Any = raw
+            for part in param.split("."):
+                if not isinstance(node, Mapping) or part not in node:
+                    raise ConfigError(f"grid.axes.{key}: {param} is not a param of params.yaml "
+                                      f"(no {part!r} there)")  # fmt: skip
+                node = node[part]
+            if isinstance(node, Mapping):
+                raise ConfigError(f"grid.axes.{key}: {param} is a section, not a param: name "
+                                  f"one of its keys ({', '.join(node)})")  # fmt: skip
 
 
 def load_grid(raw: Any) -> GridConfig:
@@ -169,16 +214,28 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def axis_scope(key: str) -> str:
-    """What an axis changes: teacher | method:<name> | kd | student."""
+def param_scope(param: str) -> str:
+    """What a param changes: teacher | method:<name> | kd | student."""
     from kdlab.distill.registry import METHODS
 
-    parts = key.split(".")
+    parts = param.split(".")
     if parts[0] in TEACHER_PARAMS:
         return "teacher"
     if parts[0] == "kd":
         return f"method:{parts[1]}" if len(parts) > 2 and parts[1] in METHODS else "kd"
     return "student"
+
+
+def axis_scope(key: str, path: str = "grid.axes") -> str:
+    """What an axis changes. Params changed together must reach the same experiments, except
+    that a teacher param takes student params along (both reach every student)."""
+    scopes = {param_scope(p) for p in axis_paths(key)}
+    if scopes <= {"teacher", "student"} and "teacher" in scopes:
+        return "teacher"
+    if len(scopes) != 1:
+        raise ConfigError(f"{path}.{key}: params changed together must reach the same "
+                          f"experiments; these reach {', '.join(sorted(scopes))}")  # fmt: skip
+    return scopes.pop()
 
 
 def axis_labels(keys: Sequence[str]) -> dict[str, str]:
@@ -212,11 +269,19 @@ def is_teacher_experiment(name: str | None) -> bool:
 def _points(grid: GridConfig, scopes: Sequence[str]) -> list[tuple[tuple, tuple]]:
     """Every combination of the axes whose scope is in `scopes`: (overrides, name tokens)."""
     keys = [k for k in grid.axes if axis_scope(k) in scopes]
-    labels = axis_labels(list(grid.axes))
+    labels = axis_labels([p for k in grid.axes for p in axis_paths(k)])
     points = [((), ())]
     for key in keys:
-        points = [((*over, (key, value_text(v))), (*tokens, axis_token(labels[key], v)))
-                  for over, tokens in points for v in grid.axes[key]]  # fmt: skip
+        paths = axis_paths(key)
+        crossed = []
+        for over, tokens in points:
+            for value in grid.axes[key]:
+                values = value if len(paths) > 1 else [value]
+                sets = tuple((p, value_text(v)) for p, v in zip(paths, values, strict=True))
+                token = "+".join(axis_token(labels[p], v) for p, v in zip(paths, values,
+                                                                          strict=True))  # fmt: skip
+                crossed.append(((*over, *sets), (*tokens, token)))
+        points = crossed
     return points
 
 
@@ -235,7 +300,7 @@ def plan_grid(grid: GridConfig) -> list[Experiment]:
                     baselines.append(Experiment(name, "baseline", overrides, teacher=teacher))
                 for method in grid.methods:
                     scopes = ["student", "kd", f"method:{method}"]
-                    for alpha in grid.alphas:
+                    for alpha in grid.alphas_for(method):
                         for k_over, k_tokens in _points(grid, scopes):
                             overrides = (*base, ("kd.method", method),
                                          ("kd.alpha", alpha_text(alpha)), *k_over)  # fmt: skip
