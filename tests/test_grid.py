@@ -98,7 +98,8 @@ def test_paired_axis_and_per_method_alphas():
     assert plan[5].set_params == ["data.name=cifar100", "seed=0", "teacher.arch=resnet56",
                                   "student.arch=resnet20", "kd.method=at", "kd.alpha=0.001"]
     assert plan[5].teacher == names[0]
-    assert all(is_teacher_experiment(n) == (e.role == "teacher") for n, e in zip(names, plan, strict=True))
+    for name, experiment in zip(names, plan, strict=True):
+        assert is_teacher_experiment(name) == (experiment.role == "teacher")
 
 
 def test_teacher_params_are_what_the_teacher_stages_read():
@@ -174,7 +175,8 @@ def test_cli_bad_grid_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
         ({"kd.logit": [2]}, "grid.axes.kd.logit: kd.logit is a section, not a param"),
         ({"teacher.arch,student.arch": [["resnet14", "resnet8"], ["resnet20", "resnet9"]]},
          "grid point digits-teacher-teacher_arch_resnet20+student_arch_resnet9-s0 "
-         "(data.name=digits seed=0 teacher.arch=resnet20 student.arch=resnet9): student.arch must be one of"),
+         "(data.name=digits seed=0 teacher.arch=resnet20 student.arch=resnet9): "
+         "student.arch must be one of"),
         # every value checked as its experiments would run, before anything is queued
         ({"kd.logit.temperature": [2, -1]},
          "grid point digits-logit-a0.5-temperatureneg1-s0 (data.name=digits seed=0 "
