@@ -29,8 +29,8 @@ def _yaml() -> YAML:
     return yaml
 
 
-WHOLE = {"grid.axes"}
-"""Sections a preset replaces whole: their keys are free (param paths), not params."""
+WHOLE = {"grid.axes", "grid.alphas"}
+"""Values a preset replaces whole, whatever their form (a list or a mapping of free keys)."""
 
 
 def merge(target: Any, preset: Mapping, path: str = "") -> list[str]:
