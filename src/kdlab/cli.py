@@ -132,6 +132,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         methods = args.methods or bench.default_methods()
         results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
         print(bench.format_table(results["train"]))
+    if args.suite in ("real", "all"):
+        from kdlab.bench import realdata
+        from kdlab.training.seeding import configure_torch, resolve_device
+
+        device = resolve_device(args.device)
+        configure_torch(device)
+        real = realdata.RealConfig(arch=args.arch, train_subset=args.train_subset,
+                                   target_acc=args.target_acc,
+                                   max_epochs=args.max_epochs)  # fmt: skip
+        results["real"] = realdata.run_real_benchmark(real, device, args.download_dir)
+        print(realdata.format_real_table(results["real"]))
     if args.suite in ("dvc", "all"):
         from kdlab.bench import dvc as bench_dvc
 
@@ -145,10 +156,18 @@ def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="training throughput vs a reference loop and a bound")
     bench.add_argument(
         "--suite",
-        choices=("train", "dvc", "all"),
+        choices=("train", "real", "dvc", "all"),
         default="train",
-        help="train: images/s per KD method; dvc: repro, queue, exp show",
+        help="train: images/s per KD method; real: time to a Fashion-MNIST test accuracy, "
+        "kdlab vs the reference loop; dvc: repro, queue, exp show",
     )
+    bench.add_argument("--target-acc", type=float, default=0.85, help="real suite: the target")
+    bench.add_argument("--max-epochs", type=int, default=10, help="real suite: give up after")
+    bench.add_argument("--train-subset", type=int, default=10_000,
+                       help="real suite: training images (stratified; 0 = all 60,000)")  # fmt: skip
+    bench.add_argument("--arch", default="resnet8", help="real suite: the network")
+    bench.add_argument("--download-dir", type=Path,
+                       help="real suite: the official files (if not installed)")  # fmt: skip
     bench.add_argument(
         "--config",
         default="auto",
