@@ -95,8 +95,14 @@ def test_paired_axis_and_per_method_alphas():
         "cifar100-logit-a0.9-teacher_arch_resnet110+student_arch_resnet32-s0",
         "cifar100-at-a0.001-teacher_arch_resnet110+student_arch_resnet32-s0",
     ]  # two pairs, not four
-    assert plan[5].set_params == ["data.name=cifar100", "seed=0", "teacher.arch=resnet56",
-                                  "student.arch=resnet20", "kd.method=at", "kd.alpha=0.001"]
+    assert plan[5].set_params == [
+        "data.name=cifar100",
+        "seed=0",
+        "teacher.arch=resnet56",
+        "student.arch=resnet20",
+        "kd.method=at",
+        "kd.alpha=0.001",
+    ]
     assert plan[5].teacher == names[0]
     for name, experiment in zip(names, plan, strict=True):
         assert is_teacher_experiment(name) == (experiment.role == "teacher")
@@ -142,13 +148,19 @@ def test_same_leaf_names_are_told_apart():
         ({"axes": {"kd.logit.temperature": []}}, "must be a non-empty list of values"),
         ({"axes": {"kd.logit.temperature": [2, 2.0]}}, "lists a value twice"),
         ({"axes": {"Teacher Arch": ["x"]}}, "keys must be param paths"),
-        ({"axes": {"teacher.arch,student.arch": [["resnet20"]]}},
-         "grid.axes.teacher.arch,student.arch[0] must be a list of 2 values, one per param"),
-        ({"axes": {"kd.logit.weight,student.lr": [[1, 0.1]]}},
-         "params changed together must reach the same experiments; these reach method:logit, "
-         "student"),
-        ({"methods": ["at", "logit"], "alphas": {"at": [0.5]}},
-         "grid.alphas must have one entry per grid method (at, logit): missing logit"),
+        (
+            {"axes": {"teacher.arch,student.arch": [["resnet20"]]}},
+            "grid.axes.teacher.arch,student.arch[0] must be a list of 2 values, one per param",
+        ),
+        (
+            {"axes": {"kd.logit.weight,student.lr": [[1, 0.1]]}},
+            "params changed together must reach the same experiments; these reach method:logit, "
+            "student",
+        ),
+        (
+            {"methods": ["at", "logit"], "alphas": {"at": [0.5]}},
+            "grid.alphas must have one entry per grid method (at, logit): missing logit",
+        ),
         ({"methods": ["at"], "alphas": {"at": [0.5, 1.5]}}, "grid.alphas.at[1] must be in (0, 1]"),
     ],
 )

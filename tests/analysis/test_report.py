@@ -167,10 +167,14 @@ def test_axes_and_paired_intervals(paired_runs):
                                "(no finished experiment)"]  # fmt: skip
     text = rep.markdown_summary(report)
     assert "Test accuracy at the final epoch (epoch 15 of 15)" in text
-    assert ("| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 8 | 3 | 0.8310 ± 0.0105 | "
-            "0.9000 ± 0.0000 | -0.0690 | +0.0210 (n=3) | [+0.0185, +0.0235] | ✓ |") in text
-    assert ("| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 2 | 3 | 0.8300 ± 0.0173 | "
-            "0.9000 ± 0.0000 | -0.0700 | +0.0200 (n=3) | [-0.0048, +0.0448] |  |") in text
+    assert (
+        "| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 8 | 3 | 0.8310 ± 0.0105 | "
+        "0.9000 ± 0.0000 | -0.0690 | +0.0210 (n=3) | [+0.0185, +0.0235] | ✓ |"
+    ) in text
+    assert (
+        "| fashion_mnist | resnet20→resnet8 | logit | 0.5 | 2 | 3 | 0.8300 ± 0.0173 | "
+        "0.9000 ± 0.0000 | -0.0700 | +0.0200 (n=3) | [-0.0048, +0.0448] |  |"
+    ) in text
     assert "| none | – | – | 3 | 0.8100 ± 0.0100 |" in text
     assert "fidelity/top1_agreement" in text and "calibration/ece/student" in text
 

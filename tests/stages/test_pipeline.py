@@ -255,7 +255,8 @@ def test_vit_student_with_attention_in_the_pipeline(repo, restore):
 def test_kdlab_report_on_a_real_grid(repo, restore):
     """2 methods × 2 seeds finished, a baseline with one of two seeds, and one failed run."""
     grid = [("report-logit-s0", "logit", 0), ("report-logit-s1", "logit", 1),
-            ("report-at-s0", "at", 0), ("report-at-s1", "at", 1)]  # fmt: skip
+            ("report-at-s0", "at", 0), ("report-at-s1", "at", 1),
+            ("report-none-s0", "none", 0)]  # fmt: skip
     params = tiny_params(**TINY, **{"grid": {"seeds": [0, 1, 2]}})  # seed 2 never ran
     write_params(repo / "params.yaml", params)
     for name, method, seed in grid:
@@ -281,13 +282,24 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
     assert "| digits | resnet8→resnet8 | at | 0.5 | 2 |" in summary
     assert "digits/resnet8→resnet8/logit/alpha=0.5: seed 2 missing" in summary
     assert "digits/resnet8→resnet8/at/alpha=0.5: seed 2 missing" in summary
+    assert "digits/resnet8→resnet8/none: seed 1 missing" in summary
+    assert "Test accuracy at the final epoch" in summary
+    assert summary.count(" (n=1) |") == 2  # paired with the one baseline seed, no interval
     assert "report-broken: failed" in summary
     table = pd.read_csv(out_dir / "summary.csv")
     logit = table[table["method"] == "logit"].iloc[0]
     assert logit["n"] == 2 and logit["acc std"] >= 0 and 0.3 < logit["acc mean"] <= 1
-    assert {"cka/stage3 mean", "cka/embedding std"} <= set(table.columns)
+    assert {
+        "cka/stage3 mean",
+        "cka/embedding std",
+        "teacher_acc mean",
+        "delta mean",
+        "fidelity/top1_agreement mean",
+        "calibration/ece/student mean",
+    } <= set(table.columns)
+    assert 0 < logit["fidelity/top1_agreement mean"] <= 1
     pair = "resnet8-to-resnet8"
-    for figure in (f"alpha_sweep_digits_{pair}.png", f"heatmap_digits_{pair}.png",
+    for figure in (f"paired_delta_digits_{pair}.png", f"heatmap_digits_{pair}.png",
                    "acc_vs_alignment.png"):  # fmt: skip
         assert (out_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
     since = (out_dir / "since.md").read_text()

@@ -338,7 +338,11 @@ def markdown_summary(report: Report) -> str:
             low, high = row["delta ci low"], row["delta ci high"]
             interval = "–" if pd.isna(low) else f"[{low:+.4f}, {high:+.4f}]"
             mark = "✓" if _marked(row["delta > 0 at 95%"]) else ""
-            cells += [f"{_signed(row['delta mean'])} (n={int(row['delta n'])})", interval, mark]
+            if pd.isna(row["delta n"]) or row["delta n"] == 0:
+                cells += ["no baseline of the same seed", interval, mark]
+            else:
+                cells += [f"{_signed(row['delta mean'])} (n={int(row['delta n'])})", interval,
+                          mark]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     metrics = [m[: -len(" mean")] for m in report.summary.columns
                if m.endswith(" mean") and m[: -len(" mean")] not in ("acc", "teacher_acc",
@@ -366,7 +370,8 @@ def plot_paired(report: Report, out_dir: Path) -> list[Path]:
     paths = []
     finished = report.finished
     for (dataset, pair), rows in report.summary.groupby(["dataset", "pair"]):
-        rows = rows[rows["method"] != "none"].sort_values("delta mean", na_position="first")
+        rows = rows[(rows["method"] != "none") & (rows["delta n"].fillna(0) > 0)]
+        rows = rows.sort_values("delta mean")
         if rows.empty:
             continue
         fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.6))
