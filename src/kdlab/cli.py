@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = rep.select(rep.load_experiments(args.repo), args.only)
     report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
     written = rep.write_report(report, args.repo / args.out, args.alignment, since)
+    command = (
+        shlex.join(["kdlab", *sys.argv[1:]]) if sys.argv[0].endswith("kdlab") else "kdlab report"
+    )
+    written += rep.write_provenance(args.repo, args.repo / args.out, report, command)
     print(rep.markdown_summary(report), end="")
     if since is not None:
         print(rep.since_report(report, since), end="")

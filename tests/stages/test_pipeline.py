@@ -305,3 +305,10 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
     since = (out_dir / "since.md").read_text()
     assert "4 experiment(s)" in since and "Best per method" in since
     assert "report-broken" in proc.stdout  # listed, not dropped
+    provenance = json.loads((out_dir / "provenance.json").read_text())
+    assert provenance["commit"] == run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
+    assert provenance["command"] == "kdlab report --only 'report-*' --since 2000-01-01"
+    assert (provenance["finished"], provenance["experiments"]) == (5, 6)
+    assert provenance["first_finished"] <= provenance["last_finished"]
+    assert (out_dir / "params.yaml").read_text() == run(
+        ["git", "show", "HEAD:params.yaml"], cwd=repo).stdout  # fmt: skip

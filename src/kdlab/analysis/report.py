@@ -530,6 +530,30 @@ def write_report(report: Report, out_dir: Path, alignment: str,
     return written
 
 
+def write_provenance(repo: Path, out_dir: Path, report: Report, command: str) -> list[Path]:
+    """Where the numbers come from: the commit the experiments ran on and its params.yaml,
+    how many ran and finished, when the first and the last finished, and the command."""
+    from kdlab.gitutil import git_output
+
+    commit = git_output(repo, "rev-parse", "HEAD").strip()
+    params = git_output(repo, "show", f"{commit}:params.yaml")
+    stamps = pd.to_datetime(report.finished["timestamp"], errors="coerce").dropna()
+    provenance = {
+        "commit": commit,
+        "command": command,
+        "generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "experiments": len(report.runs),
+        "finished": len(report.finished),
+        "problems": len(report.problems),
+        "first_finished": stamps.min().isoformat() if len(stamps) else None,
+        "last_finished": stamps.max().isoformat() if len(stamps) else None,
+    }
+    paths = [out_dir / "provenance.json", out_dir / "params.yaml"]
+    paths[0].write_text(json.dumps(provenance, indent=2) + "\n")
+    paths[1].write_text(params if params.endswith("\n") else params + "\n")
+    return paths
+
+
 def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
     if not pattern:
         return runs
