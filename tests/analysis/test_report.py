@@ -176,6 +176,8 @@ def test_axes_and_paired_intervals(paired_runs):
         "0.9000 ± 0.0000 | -0.0700 | +0.0200 (n=3) | [-0.0048, +0.0448] |  |"
     ) in text
     assert "| none | – | – | 3 | 0.8100 ± 0.0100 |" in text
+    assert ("Δ > 0 at 95 % (the whole interval above 0): logit α=0.5 temperature=8. Not shown "
+            "to beat the baseline: at α=0.5, logit α=0.5 temperature=2.") in text  # fmt: skip
     assert "fidelity/top1_agreement" in text and "calibration/ece/student" in text
 
 

@@ -344,6 +344,7 @@ def markdown_summary(report: Report) -> str:
                 cells += [f"{_signed(row['delta mean'])} (n={int(row['delta n'])})", interval,
                           mark]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", verdict(report)]
     metrics = [m[: -len(" mean")] for m in report.summary.columns
                if m.endswith(" mean") and m[: -len(" mean")] not in ("acc", "teacher_acc",
                                                                       "gap", "delta")]  # fmt: skip
@@ -363,6 +364,17 @@ def markdown_summary(report: Report) -> str:
             f"- {p}\n" for p in report.problems
         )
     return text
+
+
+def verdict(report: Report) -> str:
+    """Which KD configurations beat the baseline at 95 %, and which did not, in words."""
+    kd = report.summary[report.summary["method"] != "none"]
+    passed = [config_label(r, report.axes) for _, r in kd.iterrows()
+              if _marked(r["delta > 0 at 95%"])]  # fmt: skip
+    failed = [config_label(r, report.axes) for _, r in kd.iterrows()
+              if not _marked(r["delta > 0 at 95%"])]  # fmt: skip
+    return (f"Δ > 0 at 95 % (the whole interval above 0): {', '.join(passed) or 'none'}. "
+            f"Not shown to beat the baseline: {', '.join(failed) or 'none'}.")  # fmt: skip
 
 
 def plot_paired(report: Report, out_dir: Path) -> list[Path]:
