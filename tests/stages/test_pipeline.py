@@ -303,7 +303,7 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
                    "acc_vs_alignment.png"):  # fmt: skip
         assert (out_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
     since = (out_dir / "since.md").read_text()
-    assert "4 experiment(s)" in since and "Best per method" in since
+    assert "5 experiment(s)" in since and "Best per method" in since
     assert "report-broken" in proc.stdout  # listed, not dropped
     provenance = json.loads((out_dir / "provenance.json").read_text())
     assert provenance["commit"] == run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
