@@ -39,13 +39,15 @@ def runs():
                    exp("none-s1", "none", 0.5, 1, 0.66),
                    exp("at-a0.9-s1", "at", 0.9, 1, None, state="failed"),
                    exp("logit-queued", "logit", 0.5, 0, None, state="queued"),
+                   # running: the student's metrics are there, extract and analyze not yet
+                   exp("logit-running", "logit", 0.5, 1, 0.75, state="running"),
                    # a grid teacher experiment: stale student metrics from the commit
                    exp("cifar100-teacher-s0", "logit", 0.5, 0, 0.99)]}]  # fmt: skip
     return rep.parse_exp_show(payload)
 
 
 def test_rows_and_grid_coordinates(runs):
-    assert len(runs) == 7  # the grid's teacher experiment is not a student result
+    assert len(runs) == 8  # the grid's teacher experiment is not a student result
     row = runs[runs["name"] == "at-a0.5-s1"].iloc[0]
     assert (row["dataset"], row["pair"], row["method"], row["alpha"], row["seed"]) == (
         "cifar100",
@@ -67,7 +69,8 @@ def test_mean_std_over_seeds_and_problems_listed(runs):
     assert at["cka/stage3 mean"].item() == pytest.approx(0.82)
     assert report.problems == [
         "at-a0.9-s1: failed",
-        "logit-queued: no student metrics (state queued)",
+        "logit-queued: not finished (state queued)",
+        "logit-running: not finished (state running)",
         "cifar100/resnet56→resnet20/at/alpha=0.9: seed 1 missing (no finished experiment)",
     ]
     text = rep.markdown_summary(report)

@@ -43,6 +43,8 @@ SHOWN = {"data.name", "teacher.arch", "student.arch", "kd.method", "kd.alpha", "
 """Params shown as GRID_KEYS (and seed) already."""
 NOT_AXES = ("grid.", "slurm.", "device")
 """Params that never make two experiments different results."""
+UNFINISHED = ("failed", "running", "queued")
+"""States whose metrics are not (all) there: never summarised, always listed."""
 SUMMARY_METRICS = ("fidelity/top1_agreement", "fidelity/kl_teacher_student",
                    "calibration/ece/student", "calibration/ece/teacher")  # fmt: skip
 
@@ -175,7 +177,12 @@ def find_problems(runs: pd.DataFrame, finished: pd.DataFrame, seeds: list[int] |
                   keys: list[str]) -> list[str]:  # fmt: skip
     problems = []
     for _, row in runs[~runs.index.isin(finished.index)].iterrows():
-        why = "failed" if row["state"] == "failed" else f"no student metrics (state {row['state']})"
+        if row["state"] == "failed":
+            why = "failed"
+        elif row["state"] in UNFINISHED:
+            why = f"not finished (state {row['state']})"
+        else:
+            why = f"no student metrics (state {row['state']})"
         problems.append(f"{row['name']}: {why}")
     for _, row in finished.iterrows():
         if pd.notna(row["epochs"]) and row["epoch"] != row["epochs"]:
@@ -252,7 +259,8 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     for column in ("teacher_acc", "epoch", "epochs"):
         if column not in runs:
             runs[column] = None
-    ok = (runs["state"] != "failed") & runs["acc"].notna()
+    # a running experiment may show the student's metrics before extract and analyze ran
+    ok = ~runs["state"].isin(UNFINISHED) & runs["acc"].notna()
     finished = runs[ok].copy()
     axes = varying_axes(finished)
     keys = [*GRID_KEYS, *axes]
