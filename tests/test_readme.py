@@ -57,3 +57,19 @@ def readme_kdlab_commands() -> list[str]:
 def test_readme_kdlab_commands_parse(command):
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert callable(args.func)
+
+
+def _block(name: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    assert README.count(start) == 1 and README.count(end) == 1, name
+    return README.split(start)[1].split(end)[0].strip()
+
+
+@pytest.mark.parametrize(
+    ("block", "source"),
+    [("fashion-mnist-summary", "docs/results/fashion-mnist/summary.md"),
+     ("fashion-mnist-bench", "docs/results/fashion-mnist/bench-real.md")],
+)  # fmt: skip
+def test_readme_result_tables_are_the_committed_outputs(block, source):
+    """The README's result tables are copied from the files the commands wrote, not typed."""
+    assert _block(block) == (REPO_ROOT / source).read_text().strip()

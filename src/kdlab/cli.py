@@ -121,6 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     except KdlabError:
         commit = None  # not run inside a git checkout
     results: dict = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": commit}
+    tables: list[str] = []
     if args.suite in ("train", "all"):
         import torch
 
@@ -136,7 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         progress = lambda it: tqdm(it, desc="bench", unit="method", file=sys.stderr)  # noqa: E731
         methods = args.methods or bench.default_methods()
         results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
-        print(bench.format_table(results["train"]))
+        tables.append(bench.format_table(results["train"]))
     if args.suite in ("real", "all"):
         from kdlab.bench import realdata
         from kdlab.training.seeding import configure_torch, resolve_device
@@ -147,14 +148,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
                                    target_acc=args.target_acc,
                                    max_epochs=args.max_epochs)  # fmt: skip
         results["real"] = realdata.run_real_benchmark(real, device, args.download_dir)
-        print(realdata.format_real_table(results["real"]))
+        tables.append(realdata.format_real_table(results["real"]))
     if args.suite in ("dvc", "all"):
         from kdlab.bench import dvc as bench_dvc
 
         results["dvc"] = bench_dvc.run_benchmark(Path("."), args.experiments)
-        print(bench_dvc.format_table(results["dvc"]))
+        tables.append(bench_dvc.format_table(results["dvc"]))
+    print("\n".join(tables))
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    markdown = args.json.with_suffix(".md")
+    markdown.write_text("\n".join(tables))
+    print(f"wrote {args.json} and {markdown}")
 
 
 def _add_bench_parser(sub) -> None:

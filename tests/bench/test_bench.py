@@ -48,7 +48,8 @@ def test_cli_bench_writes_json_and_rejects_bad_options(tmp_path, monkeypatch, ca
     out = tmp_path / "bench.json"
     assert main(["bench", "--methods", "none", "--steps", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| none |" in printed and f"wrote {out}" in printed
+    assert "| none |" in printed and f"wrote {out} and {out.with_suffix('.md')}" in printed
+    assert "| none |" in out.with_suffix(".md").read_text()
     saved = json.loads(out.read_text())
     assert saved["date"] and len(saved["commit"]) == 40
     result = saved["train"]

@@ -47,6 +47,7 @@ def test_unreached_target_is_said(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("| not reached | – |") == 2 and "seconds to target: –" in printed
+    assert "| kdlab | not reached | – |" in out.with_suffix(".md").read_text()
     loops = json.loads(out.read_text())["real"]["loops"]
     assert [len(loop["accuracies"]) for loop in loops] == [1, 1]
 
