@@ -271,11 +271,12 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
                   epochs_text(finished))  # fmt: skip
 
 
-def _panel_grid(n: int, width: float, height: float, per_row: int = 3):
+def _panel_grid(n: int, width: float, height: float, per_row: int = 3, layout=None):
     """n panels in rows of `per_row`; unused panels are hidden. Returns (figure, flat axes)."""
     cols = min(n, per_row)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             layout=layout)  # fmt: skip
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -469,10 +470,12 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
     paths = []
     kd_rows = report.summary[report.summary["alpha"].notna()]
     for (dataset, pair), rows in kd_rows.groupby(["dataset", "pair"]):
-        fig, axes = _panel_grid(len(layers), width=4.2, height=3.4)
+        rows = rows.assign(config=[config_label(r, report.axes, alpha=False)
+                                   for _, r in rows.iterrows()])  # fmt: skip
+        label_width = 0.075 * max(len(c) for c in rows["config"])  # inches of y tick labels
+        fig, axes = _panel_grid(len(layers), width=3.0 + label_width,
+                                height=1.2 + 0.3 * len(rows), layout="constrained")  # fmt: skip
         for ax, layer in zip(axes, layers, strict=False):
-            rows = rows.assign(config=[config_label(r, report.axes, alpha=False)
-                                       for _, r in rows.iterrows()])  # fmt: skip
             table = rows.pivot_table(index="config", columns="alpha", values=f"{layer} mean")
             image = ax.imshow(table.values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
@@ -486,7 +489,7 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
             ax.set_xlabel("alpha")
             ax.set_title(layer)
         fig.colorbar(image, ax=axes, label="mean CKA")
-        fig.suptitle(f"{dataset}, {pair}: method × alpha", y=1.04)
+        fig.suptitle(f"{dataset}, {pair}: mean CKA with the teacher, configuration × alpha")
         path = out_dir / f"heatmap_{dataset}_{_slug(pair)}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
