@@ -73,3 +73,12 @@ def _block(name: str) -> str:
 def test_readme_result_tables_are_the_committed_outputs(block, source):
     """The README's result tables are copied from the files the commands wrote, not typed."""
     assert _block(block) == (REPO_ROOT / source).read_text().strip()
+
+
+def test_python_dash_m_kdlab_is_the_kdlab_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kdlab", "check", "--params", "nope.yaml"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("kdlab check: error:"), proc.stderr
