@@ -71,9 +71,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = rep.select(rep.load_experiments(args.repo), args.only)
     report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
     written = rep.write_report(report, args.repo / args.out, args.alignment, since)
-    command = (
-        shlex.join(["kdlab", *sys.argv[1:]]) if sys.argv[0].endswith("kdlab") else "kdlab report"
-    )
+    command = shlex.join(["kdlab", *args.argv])
     written += rep.write_provenance(args.repo, args.repo / args.out, report, command)
     print(rep.markdown_summary(report), end="")
     if since is not None:
@@ -322,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, for provenance
     try:
         args.func(args)
     except KdlabError as exc:

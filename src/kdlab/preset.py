@@ -9,7 +9,6 @@ comments and every key the preset does not name, after validating the result exa
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,5 +83,4 @@ def apply_preset(preset_path: Path, params_path: Path) -> list[str]:
         except ConfigError as exc:
             raise ConfigError(f"{preset_path} would make params.yaml invalid: {exc}") from None
     write_bytes_atomic(params_path, text)
-    os.utime(params_path)
     return changed

@@ -56,6 +56,7 @@ class Report:
     summary: pd.DataFrame  # per configuration: accuracy, paired Δ, metrics (mean/std)
     problems: list[str]  # failed, incomplete and missing experiments, one line each
     axes: list[str] = dataclasses.field(default_factory=list)  # varying params' columns
+    paired: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # KD runs with delta
     epochs: str = ""  # which epoch the accuracies are from, in words
 
 
@@ -209,9 +210,9 @@ def find_problems(runs: pd.DataFrame, finished: pd.DataFrame, seeds: list[int] |
     return problems
 
 
-def paired_table(finished: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per KD configuration: n, mean Δ, sd, 95 % interval and the mark, against the baseline
-    of the same seed and the same non-KD params."""
+def paired_runs(finished: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Every KD run with `delta`: its accuracy minus that of the baseline of the same seed and
+    the same non-KD params (runs without such a baseline are left out)."""
     match = ["dataset", "pair", *[k for k in keys if k.startswith(PARAM)
                                   and not k.startswith(PARAM + "kd.")], "seed"]  # fmt: skip
     base = finished[finished["method"] == "none"][[*match, "acc"]]
@@ -219,6 +220,11 @@ def paired_table(finished: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     kd = finished[finished["method"] != "none"]
     paired = kd.merge(base, on=match, how="inner")
     paired["delta"] = paired["acc"] - paired["baseline_acc"]
+    return paired
+
+
+def paired_table(paired: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per KD configuration: n, mean Δ, sd, 95 % interval and the mark."""
     rows = []
     for values, group in paired.groupby(keys, dropna=False):
         result = paired_delta(group["delta"].tolist())
@@ -231,7 +237,8 @@ def paired_table(finished: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def summarize(finished: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+def summarize(finished: pd.DataFrame, paired: pd.DataFrame, keys: list[str],
+              metrics: list[str]) -> pd.DataFrame:  # fmt: skip
     grouped = finished.groupby(keys, dropna=False)
     table = grouped.size().rename("n").to_frame()
     for metric in metrics:
@@ -240,9 +247,8 @@ def summarize(finished: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd
     table = table.reset_index()
     if "teacher_acc mean" in table:
         table["gap mean"] = table["acc mean"] - table["teacher_acc mean"]
-    paired = paired_table(finished, keys)
     # merge on keys with NaN (the baseline's alpha) equal to NaN
-    return table.merge(paired, on=keys, how="left")
+    return table.merge(paired_table(paired, keys), on=keys, how="left")
 
 
 def epochs_text(finished: pd.DataFrame) -> str:
@@ -266,9 +272,10 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     keys = [*GRID_KEYS, *axes]
     metrics = ["acc", "teacher_acc", *[m for m in SUMMARY_METRICS if m in runs],
                *sorted(c for c in runs.columns if c.startswith("cka/"))]  # fmt: skip
-    return Report(runs, finished, summarize(finished, keys, metrics),
-                  find_problems(runs, finished, seeds, keys), axes,
-                  epochs_text(finished))  # fmt: skip
+    paired = paired_runs(finished, keys)
+    return Report(runs, finished, summarize(finished, paired, keys, metrics),
+                  find_problems(runs, finished, seeds, keys), axes=axes,
+                  paired=paired, epochs=epochs_text(finished))  # fmt: skip
 
 
 def _panel_grid(n: int, width: float, height: float, per_row: int = 3, layout=None):
@@ -389,33 +396,24 @@ def verdict(report: Report) -> str:
 def plot_paired(report: Report, out_dir: Path) -> list[Path]:
     """Δ vs the baseline per KD configuration: each seed a dot, the mean and its interval."""
     paths = []
-    finished = report.finished
+    keys = [*GRID_KEYS, *report.axes]
     for (dataset, pair), rows in report.summary.groupby(["dataset", "pair"]):
         rows = rows[(rows["method"] != "none") & (rows["delta n"].fillna(0) > 0)]
         rows = rows.sort_values("delta mean")
         if rows.empty:
             continue
         fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.6))
-        keys = [*GRID_KEYS, *report.axes]
-        base = finished[(finished["method"] == "none") & (finished["dataset"] == dataset)
-                        & (finished["pair"] == pair)]  # fmt: skip
         for y, (_, row) in enumerate(rows.iterrows()):
             low, high, mean = row["delta ci low"], row["delta ci high"], row["delta mean"]
             color = "tab:green" if _marked(row["delta > 0 at 95%"]) else "tab:blue"
             if not pd.isna(low):
                 ax.plot([low, high], [y, y], color=color, linewidth=2.5, solid_capstyle="butt")
             ax.plot([mean], [y], "D", color=color, markersize=7)
-            same = finished
+            runs = report.paired
             for key in keys:
-                same = same[same[key].isna()] if pd.isna(row[key]) else same[same[key] == row[key]]
-            for _, run in same.iterrows():
-                match = base[base["seed"] == run["seed"]]
-                for a in report.axes:
-                    if not a.startswith(PARAM + "kd."):
-                        match = match[match[a] == run[a]]
-                if len(match) == 1:
-                    delta = run["acc"] - match["acc"].iloc[0]
-                    ax.plot([delta], [y + 0.18], "o", color="black", markersize=3.5, alpha=0.6)
+                runs = runs[runs[key].isna()] if pd.isna(row[key]) else runs[runs[key] == row[key]]
+            ax.plot(runs["delta"], [y + 0.18] * len(runs), "o", color="black", markersize=3.5,
+                    alpha=0.6)  # fmt: skip
         ax.axvline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(rows)), [config_label(r, report.axes) for _, r in rows.iterrows()])
         ax.set_ylim(-0.6, len(rows) - 0.4)

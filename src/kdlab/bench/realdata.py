@@ -12,6 +12,7 @@ own random streams, so the epoch that reaches the target may differ: the table s
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import tempfile
 import time
@@ -116,11 +117,10 @@ def run_kdlab(cfg: RealConfig, dataset: Dataset, device: torch.device) -> LoopRe
                         horizontal_flip=spec.horizontal_flip)  # fmt: skip
     test = BatchLoader(dataset.test.to(device), train_cfg.eval_batch_size, mean, std, train=False)
 
-    done = [0]
+    epochs = itertools.count()
 
     def epoch() -> float:
-        train.set_epoch(done[0])
-        done[0] += 1
+        train.set_epoch(next(epochs))
         train_one_epoch(state, objective, train, device, steps)
         state.scheduler.step()
         result = evaluate(state.model, test, device, steps.evaluate)
