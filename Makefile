@@ -29,11 +29,16 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-install: .venv/.synced
+install: .venv/.synced .dvc/plots-offline.html
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --compile-bytecode
 	touch $@
+
+# The page `dvc plots show/diff` fill (.dvc/config: plots.html_template), with vega inlined
+# from the pinned vl-convert-python so the plots draw with no network.
+.dvc/plots-offline.html: .venv/.synced src/kdlab/plots_page.py
+	$(RUN) python -m kdlab.plots_page $@
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from kdlab.plots_page import PAGE, write_page
+
 from .conftest import REPO_ROOT, run, tiny_params, write_params
 
 TINY = {"teacher.epochs": 2, "student.epochs": 2,
@@ -40,6 +42,7 @@ def make_clone(base: Path, params: dict | None = None) -> Path:
     git(origin, "add", "-A")
     git(origin, "commit", "-qm", "snapshot of the working tree")
     git(base, "clone", "-q", str(origin), str(clone))
+    write_page(clone / PAGE)  # git-ignored: `make install` writes it in a real clone
     set_identity(clone)
     write_params(clone / "params.yaml", params if params is not None else tiny_params(**TINY))
     git(clone, "commit", "-qam", "tiny epochs for the test")

@@ -190,3 +190,34 @@ def test_a_pack_is_one_job_running_each_experiment_in_its_own_workspace(tmp_path
     assert names_of_job("other", "(null)") == []
     with pytest.raises(ConfigError, match=r"slurm.experiments_per_gpu must be in \[1, 64\]"):
         load_slurm_config({"experiments_per_gpu": 0})
+
+
+def test_no_cluster_dry_run_renders_every_script_and_status_says_so_in_one_line(tmp_path):
+    """On a laptop (no SLURM installed) --dry-run still renders every job; status and a real
+    submit name the problem in one line instead of squeue's fatal error."""
+    from ..conftest import VENV_BIN, run
+    from ..repos import make_clone
+
+    repo = make_clone(tmp_path)
+    no_slurm = tmp_path / "bin"  # PATH with git and the venv, without squeue/sbatch
+    no_slurm.mkdir()
+    (no_slurm / "git").symlink_to(subprocess.run(["which", "git"], capture_output=True,
+                                                 text=True).stdout.strip())  # fmt: skip
+    path_env = {"PATH": f"{VENV_BIN}:{no_slurm}"}
+    dry = run(["kdlab", "slurm", "submit", "--dry-run"], cwd=repo, env_extra=path_env)
+    from kdlab.grid import load_grid_plan
+
+    plan = load_grid_plan(repo / "params.yaml")
+    assert dry.stdout.count("#!/bin/bash") == len(plan)
+    assert f"{len(plan)} experiments: would submit {len(plan)}" in dry.stdout
+    assert "no SLURM cluster reachable" in dry.stderr and "Traceback" not in dry.stderr
+    for env in (path_env, {"SLURM_CONF": str(tmp_path / "missing.conf")}):
+        for command in (["status"], ["submit"]):
+            proc = run(["kdlab", "slurm", *command], cwd=repo, env_extra=env, check=False)
+            assert proc.returncode != 0 and not proc.stdout
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(
+                "kdlab slurm: error: no SLURM cluster reachable: set SLURM_CONF or run on the "
+                "login node ("
+            ), lines
+    assert not (repo / ".kdlab").exists() or not list((repo / ".kdlab").rglob("*.sbatch"))

@@ -13,6 +13,7 @@ import torch
 
 from kdlab.training.checkpoint import load_checkpoint
 
+from ..browser import probe_page, screenshot
 from ..conftest import VENV_BIN, run, tiny_params, write_params
 from ..repos import TINY, dvc, git, make_clone
 
@@ -232,6 +233,27 @@ def test_dvc_plots_diff_renders_figures_and_data(repo, restore):
     images = sorted(p.name for p in (out_dir / "static").iterdir())
     assert any("plots-alpha" in name and "cka_heatmap" in name for name in images), images
     assert any("HEAD" in name or "main" in name for name in images), images
+
+
+def test_dvc_plots_diff_draws_offline_in_a_browser(repo, restore):
+    """Every Vega plot draws in headless Chromium with no network, and every figure fits a
+    laptop-width window; the screenshot is kept for a person to look at."""
+    dvc(repo, "exp", "run", "-n", "plots-offline", "-S", "kd.alpha=0.8")
+    out_dir = repo.parent / "plots-offline"
+    dvc(repo, "plots", "diff", "HEAD", "plots-offline", "-o", str(out_dir))
+    html = (out_dir / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "<script src=" not in html
+    page = probe_page(out_dir / "index.html", width=1366)
+    vega = [p for p in page["plots"] if not p["images"]]
+    images = [p for p in page["plots"] if p["images"]]
+    assert len(vega) >= 16 and len(images) >= 4, page
+    for plot in vega:
+        assert plot["svg"] and plot["width"] > 200 and plot["marks"] >= 20, plot
+        assert plot["right"] <= page["window"], plot
+    for plot in images:
+        assert plot["loaded"] == plot["images"] == 2, plot  # HEAD and the experiment
+        assert plot["image_right"] <= page["window"], plot
+    screenshot(out_dir / "index.html", repo.parent / "plots-diff.png")
 
 
 def test_vit_student_with_attention_in_the_pipeline(repo, restore):

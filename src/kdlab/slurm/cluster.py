@@ -7,6 +7,7 @@ finished within MinJobAge) are asked first, sacct only for jobs neither of them 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -21,15 +22,37 @@ LIVE_STATES = frozenset({
 GONE = "GONE"
 """No SLURM command remembers the job (purged and no accounting)."""
 
+NO_CLUSTER = "no SLURM cluster reachable: set SLURM_CONF or run on the login node"
+# What SLURM's clients print when they find no slurm.conf or no slurmctld answers.
+_UNREACHABLE = (
+    "Could not establish a configuration source",
+    "Unable to contact slurm controller",
+    "Unable to process configuration file",
+    "Socket timed out",
+    "Connection refused",
+)
+
+
+class NoClusterError(KdlabError):
+    """No SLURM client on PATH, no configuration, or no controller answering."""
+
 
 def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
     if shutil.which(args[0]) is None:
-        raise KdlabError(f"{args[0]} not found: run kdlab slurm on a SLURM login node")
+        raise NoClusterError(f"{NO_CLUSTER} ({args[0]} not found)")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # SLURM's clients would retry for a minute
+        raise NoClusterError(f"{NO_CLUSTER} (SLURM_CONF={conf}: no such file)")
     proc = subprocess.run(list(args), capture_output=True, text=True)
+    if proc.returncode != 0 and any(text in proc.stderr for text in _UNREACHABLE):
+        raise NoClusterError(f"{NO_CLUSTER} ({args[0]}: {_last_line(proc.stderr)})")
     if check and proc.returncode != 0:
-        message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise KdlabError(f"{args[0]} failed: {message}")
+        raise KdlabError(f"{args[0]} failed: {_last_line(proc.stderr)}")
     return proc
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1]
 
 
 def sbatch(script_path: str, dependency: str | None = None) -> str:

@@ -173,18 +173,28 @@ class ExpStatus:
 
 
 def experiment_statuses(
-    ctx: Context, ledger: Ledger, experiments: Sequence[Experiment]
+    ctx: Context, ledger: Ledger, experiments: Sequence[Experiment], offline: bool = False
 ) -> dict[str, ExpStatus]:
-    """Finished (its ref exists on the commit), live (squeue), dead or new, per experiment."""
+    """Finished (its ref exists on the commit), live (squeue), dead or new, per experiment.
+    `offline` (a dry run): with no cluster reachable, no job is taken to be live."""
     finished = finished_experiments(ctx.repo, ctx.commit)
-    live = cluster.live_jobs()
+    try:
+        live = cluster.live_jobs()
+    except cluster.NoClusterError as error:
+        if not offline:
+            raise
+        print(f"{error}: the plan assumes no job is live", file=sys.stderr)
+        live = None
     live_by_name = {exp_name: (job_id, state)
-                    for job_id, (name, state, comment) in live.items()
+                    for job_id, (name, state, comment) in (live or {}).items()
                     for exp_name in names_of_job(name, comment)}  # fmt: skip
     records = {exp.name: ledger.get(exp.name) for exp in experiments}
     ids = list(dict.fromkeys(r.job_id for r in records.values()
                              if r is not None and r.commit == ctx.commit))  # fmt: skip
-    states = cluster.job_states(ids, live) if ids else {}
+    if live is None:
+        states = dict.fromkeys(ids, "unknown (no cluster)")
+    else:
+        states = cluster.job_states(ids, live) if ids else {}
     statuses = {}
     for exp in experiments:
         record = records[exp.name]
@@ -198,6 +208,8 @@ def experiment_statuses(
         elif exp.name in live_by_name:
             # Live but not in the ledger (a lost ledger): never submit it twice.
             job_id, state = live_by_name[exp.name]
+        elif job_id is not None and live is None:
+            state = states[job_id]  # submitted once; whether it lives cannot be known here
         elif job_id is not None:
             state = f"dead ({states[job_id]})"
         else:
@@ -234,7 +246,7 @@ def submit(
     actions: dict[str, Action] = {}
     scripts = {}
     with locked_ledger(ctx.state_dir / "ledger.json") as ledger:
-        statuses = experiment_statuses(ctx, ledger, experiments)
+        statuses = experiment_statuses(ctx, ledger, experiments, offline=dry_run)
         job_of = {name: s.job_id for name, s in statuses.items() if s.live}
         pending = []
         for exp in experiments:
