@@ -79,6 +79,27 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files to {args.repo / args.out}")
 
 
+def cmd_show(args: argparse.Namespace) -> None:
+    """Every experiment of the grid, one row each: state, accuracies, delta to its baseline."""
+    import shutil
+
+    from kdlab import show
+
+    rows = show.collect(args.repo, args.repo / args.params, all_commits=args.all_commits)
+    rows = show.sort_rows(show.select(rows, args.only), args.sort, args.desc)
+    if args.only and not rows:
+        raise ConfigError(f"--only {args.only!r} matches no experiment")
+    if args.md:
+        print(show.markdown(rows), end="")
+    elif args.csv:
+        print(show.as_csv(rows), end="")
+    elif args.json:
+        print(show.as_json(rows), end="")
+    else:
+        width = args.width or shutil.get_terminal_size((160, 24)).columns
+        print(show.table(rows, width), end="")
+
+
 def cmd_preset(args: argparse.Namespace) -> None:
     """Write a preset's params into params.yaml (validated first; comments kept)."""
     from kdlab.preset import apply_preset
@@ -308,15 +329,43 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("preset", type=Path, help="e.g. configs/fashion-mnist-kd.yaml")
     preset.add_argument("--params", type=Path, default=Path("params.yaml"))
     preset.set_defaults(func=cmd_preset)
+    show = sub.add_parser("show", help="one row per experiment: state, accuracies, delta, CKA")
+    _add_show_args(show)
     grid = sub.add_parser("grid", help="the grid of params.yaml as DVC experiments")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
     queue = grid_sub.add_parser("queue", help="dvc exp run --queue for each new experiment")
     queue.add_argument("--params", type=Path, default=Path("params.yaml"))
     queue.add_argument("--dry-run", action="store_true", help="print the plan, queue nothing")
     queue.set_defaults(func=cmd_grid_queue)
+    status = grid_sub.add_parser("status", help="the same table as `kdlab show`")
+    _add_show_args(status)
     _add_slurm_parsers(sub)
     _add_bench_parser(sub)
     return parser
+
+
+def _add_show_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=Path("."))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--only", help="experiment names matching this glob, e.g. '*-logit-*'")
+    parser.add_argument(
+        "--sort",
+        help="a column: name, state, dataset, pair, method, alpha, "
+        "seed, teacher_acc, student_acc, delta, cka, agreement",
+    )
+    parser.add_argument("--desc", action="store_true", help="sort in descending order")
+    parser.add_argument(
+        "-A",
+        "--all-commits",
+        action="store_true",
+        help="experiments of every commit, not only HEAD's",
+    )
+    parser.add_argument("--width", type=int, help="table width (default: the terminal's)")
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--md", action="store_true", help="a Markdown table")
+    formats.add_argument("--csv", action="store_true", help="CSV with full names and log paths")
+    formats.add_argument("--json", action="store_true", help="JSON records")
+    parser.set_defaults(func=cmd_show)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

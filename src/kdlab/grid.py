@@ -215,14 +215,13 @@ def value_text(value: Any) -> str:
 
 
 def param_scope(param: str) -> str:
-    """What a param changes: teacher | method:<name> | kd | student."""
-    from kdlab.distill.registry import METHODS
-
+    """What a param changes: teacher | method:<name> | kd | student. Every nested section of
+    `kd` is a method's own (kdlab.config refuses any other), so no registry is needed here."""
     parts = param.split(".")
     if parts[0] in TEACHER_PARAMS:
         return "teacher"
     if parts[0] == "kd":
-        return f"method:{parts[1]}" if len(parts) > 2 and parts[1] in METHODS else "kd"
+        return f"method:{parts[1]}" if len(parts) > 2 else "kd"
     return "student"
 
 

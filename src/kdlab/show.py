@@ -1,0 +1,462 @@
+"""`kdlab show`: every experiment of the grid as a researcher reads it, from DVC's own data.
+
+One row per experiment: name, state, dataset, teacher -> student, method, alpha, seed, the
+teacher's and the student's test accuracy, the student's difference to its paired pure baseline
+(same seed and every non-KD param equal), CKA at the embedding and top-1 agreement with the
+teacher. Read where DVC keeps them, without DVC's per-commit pipeline index (what makes a cold
+`dvc exp show` of 300 experiments take 20 s):
+
+- finished: the experiment commits under refs/exps/<baseline>/, their params.yaml and metrics
+  files, all read through one `git cat-file --batch`;
+- the local queue: queued entries in the refs/exps/celery/stash reflog, failed ones in
+  refs/exps/celery/failed, running ones in .dvc/tmp/exps/run/<rev>/<rev>.run (DVC's executor
+  info) with their log beside it (what `dvc queue logs` prints);
+- SLURM: kdlab's ledger (.kdlab/ledger.json), squeue when a cluster answers, the job log;
+- the grid of params.yaml: its experiments not yet queued anywhere.
+
+A running experiment's log says how far it is: "teacher epoch 3/20", or that it waits for its
+teacher (another experiment is training the same teacher, see kdlab.training.once).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import io
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdlab.errors import ConfigError, KdlabError
+from kdlab.gitutil import git_output
+
+STUDENT_METRICS = "metrics/student/metrics.json"
+TEACHER_METRICS = "metrics/teacher/metrics.json"
+ANALYSIS_METRICS = "metrics/analysis.json"
+STASH_MESSAGE = re.compile(
+    r"dvc-exp:(?P<rev>[0-9a-f]{40}):(?P<baseline>[0-9a-f]{40}):(?P<name>.*)$"
+)
+# DVC's TaskStatus (dvc/repo/experiments/executor/base.py) as kdlab names it.
+TASK_STATES = {0: "queued", 1: "running", 2: "running", 3: "done", 4: "failed", 5: "cancelled",
+               6: "done"}  # fmt: skip
+EPOCH_LINE = re.compile(r"\b(teacher|student|paraphraser) epoch (\d+)/(\d+)")
+WAITING_LINE = "another experiment is training this exact run; waiting for it"
+# Params that never tell a KD run from its baseline's pairing key.
+NOT_PAIRED = ("kd.", "grid.", "slurm.")
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    state: str
+    dataset: str = ""
+    pair: str = ""
+    method: str = ""
+    alpha: float | None = None
+    seed: int | None = None
+    teacher_acc: float | None = None
+    student_acc: float | None = None
+    delta: float | None = None
+    cka: float | None = None
+    agreement: float | None = None
+    log: str = ""
+    key: tuple = ()
+    """The pairing key: every non-KD param."""
+
+
+# (attribute, header, formatter) in table order
+COLUMNS: list[tuple[str, str, Any]] = [
+    ("name", "experiment", str),
+    ("state", "state", str),
+    ("dataset", "data", str),
+    ("pair", "teacher→student", str),
+    ("method", "method", str),
+    ("alpha", "α", lambda v: f"{v:g}"),
+    ("seed", "seed", str),
+    ("teacher_acc", "T acc", lambda v: f"{v:.4f}"),
+    ("student_acc", "S acc", lambda v: f"{v:.4f}"),
+    ("delta", "Δ base", lambda v: f"{v:+.4f}"),
+    ("cka", "CKA emb", lambda v: f"{v:.3f}"),
+    ("agreement", "agree", lambda v: f"{v:.3f}"),
+]
+SORT_KEYS = {attr for attr, _, _ in COLUMNS}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def read_blobs(repo: Path, specs: Sequence[str]) -> dict[str, bytes | None]:
+    """`<rev>:<path>` -> the file's bytes (None where it is absent), in one git process."""
+    if not specs:
+        return {}
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True,
+                          input="".join(f"{s}\n" for s in specs).encode(), check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise KdlabError(f"git cat-file failed in {repo}: {proc.stderr.decode().strip()}")
+    out, pos, blobs = proc.stdout, 0, {}
+    for spec in specs:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if header[-1] == b"missing" or len(header) != 3:
+            blobs[spec] = None
+            continue
+        size = int(header[2])
+        blobs[spec] = out[pos : pos + size]
+        pos += size + 1
+    return blobs
+
+
+def _json(blob: bytes | None) -> dict:
+    try:
+        return json.loads(blob) if blob else {}
+    except ValueError:
+        return {}
+
+
+def _yaml(blob: bytes | None) -> dict:
+    if not blob:
+        return {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(blob, Loader=loader) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _get(tree: dict, *path: str) -> Any:
+    for part in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def describe(name: str, state: str, params: dict) -> Row:
+    """A row's identity columns from the experiment's params.yaml."""
+    from kdlab.grid import is_teacher_experiment
+
+    teacher = is_teacher_experiment(name)
+    method = "" if teacher else str(_get(params, "kd", "method") or "")
+    flat = flatten(params)
+    alpha = _get(params, "kd", "alpha")
+    return Row(
+        name=name, state=state, dataset=str(_get(params, "data", "name") or ""),
+        pair=(f"{_get(params, 'teacher', 'arch')}" if teacher else
+              f"{_get(params, 'teacher', 'arch')}→{_get(params, 'student', 'arch')}"),
+        method="teacher" if teacher else method,
+        alpha=float(alpha) if method not in ("", "none") and alpha is not None else None,
+        seed=_get(params, "seed"),
+        key=tuple(sorted((k, repr(v)) for k, v in flat.items() if not k.startswith(NOT_PAIRED))),
+    )  # fmt: skip
+
+
+def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, str]]:
+    """(name, commit) of every experiment ref whose baseline is in `baselines` (None: all)."""
+    text = git_output(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/")
+    found = []
+    for line in text.splitlines():
+        sha, ref = line.split(" ", 1)
+        parts = ref.split("/")
+        if len(parts) != 5 or len(parts[2]) != 2:  # refs/exps/<ab>/<cdef...>/<name>
+            continue
+        if baselines is None or parts[2] + parts[3] in baselines:
+            found.append((parts[4], sha))
+    return found
+
+
+def finished_rows(repo: Path, refs: Sequence[tuple[str, str]]) -> list[Row]:
+    from kdlab.grid import is_teacher_experiment
+
+    files = ("params.yaml", STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
+    blobs = read_blobs(repo, [f"{sha}:{f}" for _, sha in refs for f in files])
+    rows = []
+    for name, sha in refs:
+        params, student, teacher, analysis = (blobs[f"{sha}:{f}"] for f in files)
+        row = describe(name, "done", _yaml(params))
+        row.teacher_acc = _get(_json(teacher), "test", "acc")
+        if not is_teacher_experiment(name):
+            analysis = _json(analysis)
+            row.student_acc = _get(_json(student), "test", "acc")
+            row.cka = analysis.get("cka/embedding")
+            row.agreement = analysis.get("fidelity/top1_agreement")
+        rows.append(row)
+    return rows
+
+
+def stash_entries(repo: Path, ref: str) -> list[dict[str, str]]:
+    """The entries of one of DVC's experiment stashes (a reflog), oldest first."""
+    proc = subprocess.run(["git", "log", "-g", "--format=%gs", ref], cwd=repo,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    entries = []
+    for line in reversed(proc.stdout.splitlines() if proc.returncode == 0 else []):
+        match = STASH_MESSAGE.search(line)
+        if match:
+            entries.append(match.groupdict())
+    return entries
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def progress(log: Path) -> str | None:
+    """How far a running experiment is, from its log: 'student epoch 3/20', 'waiting for its
+    teacher', or None when the log says neither yet."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(log) - 65536))
+            tail = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        epoch = EPOCH_LINE.search(line)
+        if epoch:
+            role, done, total = epoch.groups()
+            return f"{role} epoch {done}/{total}"
+        if WAITING_LINE in line:
+            return "waiting for teacher"
+    return None
+
+
+def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
+    """Queued, running and failed experiments of the local DVC queue."""
+    dvc_dir = repo / ".dvc" / "tmp" / "exps"
+    entries: dict[str, tuple[str, str, str]] = {}  # stash rev -> (name, state, log)
+    for entry in stash_entries(repo, "refs/exps/celery/stash"):
+        if baselines is None or entry["baseline"] in baselines:
+            entries[entry["rev"]] = (entry["name"], "queued", "")
+    for info_file in sorted(dvc_dir.glob("run/*/*.run")):
+        info = _json(info_file.read_bytes())
+        if baselines is not None and info.get("baseline_rev") not in baselines:
+            continue
+        rev, log = info_file.stem, info_file.with_suffix(".out")
+        state = TASK_STATES.get(info.get("status"), "unknown")
+        if state == "running":
+            if not _alive(info_file.with_suffix(".pid")):
+                state = "dead"
+            else:
+                state = f"running ({progress(log) or 'starting'})"
+        entries[rev] = (info.get("name") or f"exp-{rev[:7]}", state, str(log))
+    for entry in stash_entries(repo, "refs/exps/celery/failed"):
+        if baselines is None or entry["baseline"] in baselines:
+            log = dvc_dir / "run" / entry["rev"] / f"{entry['rev']}.out"
+            entries[entry["rev"]] = (entry["name"], "failed", str(log) if log.exists() else "")
+    blobs = read_blobs(repo, [f"{rev}:params.yaml" for rev in entries])
+    rows = []
+    for rev, (name, state, log) in entries.items():
+        row = describe(name, state, _yaml(blobs.get(f"{rev}:params.yaml")))
+        row.log = log
+        rows.append(row)
+    return rows
+
+
+def slurm_rows(repo: Path, head: str) -> list[Row]:
+    """Experiments kdlab submitted to SLURM on this commit, with squeue's word when it answers."""
+    ledger_path = repo / ".kdlab" / "ledger.json"
+    if not ledger_path.is_file():
+        return []
+    from kdlab.slurm import cluster
+    from kdlab.slurm.ledger import Ledger
+
+    records = [r for r in Ledger(ledger_path).records.values() if r.commit == head]
+    if not records:
+        return []
+    try:
+        live = {job_id: state for job_id, (_, state, _) in cluster.live_jobs().items()}
+    except KdlabError:
+        live = None  # no cluster from here: the ledger is all there is
+    params = _yaml(read_blobs(repo, [f"{head}:params.yaml"])[f"{head}:params.yaml"])
+    rows = []
+    for record in records:
+        if live is None:
+            state = f"submitted (job {record.job_id})"
+        elif record.job_id in live:
+            state = live[record.job_id].lower()
+            if state == "running":
+                state = f"running ({progress(Path(record.log)) or 'starting'})"
+        else:
+            state = f"dead (job {record.job_id})"
+        row = describe(record.name, state, params)
+        row.log = record.log
+        rows.append(row)
+    return rows
+
+
+def planned_rows(repo: Path, params_path: Path) -> list[Row]:
+    """The grid of params.yaml, each experiment with its own params. Not validated here (that
+    needs the KD method registry, hence torch): `kdlab check` names any problem."""
+    from kdlab.grid import GridConfig, plan_grid
+
+    raw = _yaml(params_path.read_bytes()) if params_path.is_file() else {}
+    if not isinstance(raw.get("grid"), dict):
+        return []
+    fields = {f.name for f in dataclasses.fields(GridConfig)}
+    given = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in raw["grid"].items() if k in fields}  # fmt: skip
+    try:
+        plan = plan_grid(GridConfig(**given))
+    except (ConfigError, TypeError, ValueError, AttributeError, KeyError):
+        return []
+    rows = []
+    for exp in plan:
+        params = json.loads(json.dumps(raw))
+        for path, text in exp.overrides:
+            *parents, leaf = path.split(".")
+            node = params
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(text)
+        rows.append(describe(exp.name, "not queued", params))
+    return rows
+
+
+def pair_with_baselines(rows: Iterable[Row]) -> None:
+    """Δ base: a finished KD student's accuracy minus that of the finished pure student with
+    the same non-KD params (seed included)."""
+    rows = list(rows)
+    baselines = {
+        r.key: r.student_acc
+        for r in rows
+        if r.method == "none" and r.state == "done" and r.student_acc is not None
+    }
+    for row in rows:
+        base = baselines.get(row.key)
+        if row.method not in ("", "none", "teacher") and row.student_acc is not None and base:
+            row.delta = row.student_acc - base
+
+
+def collect(repo: Path, params_path: Path, all_commits: bool = False) -> list[Row]:
+    """Every experiment once: finished beats running/queued/failed beats SLURM beats planned."""
+    head = git_output(repo, "rev-parse", "HEAD")
+    baselines = None if all_commits else {head}
+    by_name: dict[str, Row] = {}
+    sources = [finished_rows(repo, experiment_refs(repo, baselines)),
+               local_queue_rows(repo, baselines), slurm_rows(repo, head)]  # fmt: skip
+    if not all_commits:
+        sources.append(planned_rows(repo, params_path))
+    for rows in sources:
+        for row in rows:
+            by_name.setdefault(row.name, row)
+    rows = list(by_name.values())
+    pair_with_baselines(rows)
+    return rows
+
+
+def select(rows: list[Row], pattern: str | None) -> list[Row]:
+    if not pattern:
+        return rows
+    return [r for r in rows if fnmatch.fnmatchcase(r.name, pattern)]
+
+
+def sort_rows(rows: list[Row], attr: str | None, descending: bool = False) -> list[Row]:
+    """Teachers first, then by name; or by a column, blanks last."""
+    if not attr:
+        return sorted(rows, key=lambda r: (r.method != "teacher", r.name), reverse=descending)
+    if attr not in SORT_KEYS:
+        raise ConfigError(f"--sort must be one of {', '.join(sorted(SORT_KEYS))}; "
+                          f"got {attr!r}")  # fmt: skip
+    present = [r for r in rows if getattr(r, attr) is not None]
+    blank = [r for r in rows if getattr(r, attr) is None]
+    return sorted(present, key=lambda r: getattr(r, attr), reverse=descending) + blank
+
+
+def _cells(row: Row) -> list[str]:
+    return ["" if getattr(row, attr) is None else fmt(getattr(row, attr))
+            for attr, _, fmt in COLUMNS]  # fmt: skip
+
+
+def _shorten(text: str, width: int) -> str:
+    """Middle ellipsis: an experiment name keeps its start (dataset, method) and its end (seed)."""
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]
+
+
+def table(rows: Sequence[Row], width: int = 160) -> str:
+    """Aligned columns within `width` characters (names shortened in the middle if needed),
+    and a count per state."""
+    headers = [h for _, h, _ in COLUMNS]
+    cells = [_cells(r) for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    over = sum(widths) + 2 * (len(widths) - 1) - width
+    for column, floor in ((0, 20), (1, 12)):  # the name first, then the state
+        if over > 0:
+            cut = min(over, widths[column] - floor)
+            widths[column] -= max(cut, 0)
+            over -= max(cut, 0)
+    right = {
+        i
+        for i, (attr, _, _) in enumerate(COLUMNS)
+        if attr in {"alpha", "seed", "teacher_acc", "student_acc", "delta", "cka", "agreement"}
+    }
+
+    def line(values: list[str]) -> str:
+        out = []
+        for i, value in enumerate(values):
+            value = _shorten(value, widths[i])
+            out.append(value.rjust(widths[i]) if i in right else value.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    lines = [line(headers)] + [line(c) for c in cells]
+    counts: dict[str, int] = {}
+    for row in rows:
+        word = row.state.split(" (")[0]
+        counts[word] = counts.get(word, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    failed = [r for r in rows if r.state.startswith(("failed", "dead")) and r.log]
+    logs = [f"{r.name}: {r.state}, log {r.log}" for r in failed]
+    return (
+        "\n".join(
+            [
+                *lines,
+                f"{len(rows)} experiments: {summary}"
+                if rows
+                else "no experiments: run `kdlab grid queue` or `dvc exp run`",
+                *logs,
+            ]
+        )
+        + "\n"
+    )
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    headers = [h for _, h, _ in COLUMNS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def records(rows: Sequence[Row]) -> list[dict]:
+    return [{attr: getattr(r, attr) for attr, _, _ in COLUMNS} | {"log": r.log} for r in rows]
+
+
+def as_csv(rows: Sequence[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*(a for a, _, _ in COLUMNS), "log"],
+                            lineterminator="\n")  # fmt: skip
+    writer.writeheader()
+    writer.writerows(records(rows))
+    return out.getvalue()
+
+
+def as_json(rows: Sequence[Row]) -> str:
+    return json.dumps(records(rows), indent=2) + "\n"

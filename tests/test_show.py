@@ -1,0 +1,185 @@
+"""`kdlab show` on a repository laid out the way DVC leaves it: experiment refs, the queue's
+stash reflogs, executor info files and their logs (the real-DVC check is in test_pipeline)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdlab import show
+
+from .conftest import REPO_ROOT, run
+from .repos import git, set_identity
+
+BASE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+LONG = "fashion_mnist-logit-a0.5-temperature8-kd.logit.weight2.5-s0"
+
+
+def _params(**flat) -> str:
+    params = copy.deepcopy(BASE)
+    for path, value in flat.items():
+        *parents, leaf = path.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def _metrics(acc: float) -> str:
+    return json.dumps({"test": {"acc": acc, "loss": 1.0}, "step": 1})
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    set_identity(repo)
+    head = _commit(repo, {"params.yaml": _params(), ".dvc/.gitignore": "/tmp\n"}, "baseline")
+    finished = {  # name -> (params, student acc, teacher acc, cka, agreement)
+        "digits-teacher-s0": (_params(), None, 0.95, None, None),
+        "digits-none-s0": (_params(kd__method="none"), 0.90, 0.95, 0.70, 0.91),
+        "digits-logit-a0.5-s0": (_params(), 0.93, 0.95, 0.80, 0.94),
+        "digits-at-a0.5-s0": (_params(kd__method="at"), 0.88, 0.95, 0.60, 0.90),
+        "digits-logit-a0.5-s1": (_params(seed=1), 0.91, 0.94, 0.81, 0.93),  # no baseline s1
+        LONG: (_params(seed=0, kd__logit__weight=2.5), 0.925, 0.95, 0.79, 0.93),
+    }
+    for name, (params, acc, t_acc, cka, agree) in finished.items():
+        files = {"params.yaml": params, show.TEACHER_METRICS: _metrics(t_acc)}
+        if acc is not None:
+            files[show.STUDENT_METRICS] = _metrics(acc)
+            files[show.ANALYSIS_METRICS] = json.dumps(
+                {"cka/embedding": cka, "fidelity/top1_agreement": agree}
+            )
+        sha = _commit(repo, files, f"exp {name}")
+        git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", sha)
+        git(repo, "reset", "-q", "--hard", head)
+    run_dir = repo / ".dvc/tmp/exps/run"
+    queue = {"digits-logit-a0.9-s0": "queued", "digits-at-a0.9-s0": "running",
+             "digits-at-a0.9-s1": "waiting", "digits-logit-a0.9-s1": "failed",
+             "digits-none-s1": "dead"}  # fmt: skip
+    for name, state in queue.items():
+        rev = _commit(repo, {"params.yaml": _params(kd__alpha=0.9)}, f"stash {name}")
+        git(repo, "reset", "-q", "--hard", head)
+        message = f"dvc-exp:{rev}:{head}:{name}"
+        stash = "refs/exps/celery/failed" if state == "failed" else "refs/exps/celery/stash"
+        if state in ("queued", "failed"):
+            git(repo, "update-ref", "--create-reflog", "-m", message, stash, rev)
+        (run_dir / rev).mkdir(parents=True)
+        log = run_dir / rev / f"{rev}.out"
+        if state == "failed":
+            log.write_text("ERROR: kdlab check: kd.fitnets.hint_layer must be ...\n")
+            continue
+        if state == "queued":
+            continue
+        info = {"name": name, "baseline_rev": head, "status": 2}
+        (run_dir / rev / f"{rev}.run").write_text(json.dumps(info))
+        pid = os.getpid() if state != "dead" else 2**22 + 17  # no such process
+        (run_dir / rev / f"{rev}.pid").write_text(str(pid))
+        lines = ["INFO kdlab.training.run: training teacher resnet20 on digits"]
+        if state == "running":
+            lines += ["INFO kdlab.training.run: student epoch 2/30: train loss 0.5",
+                      "INFO kdlab.training.run: student epoch 3/30: train loss 0.4"]  # fmt: skip
+        if state == "waiting":
+            lines += [f"INFO kdlab.training.once: {show.WAITING_LINE} (/x/lock)"]
+        log.write_text("\n".join(lines) + "\n")
+    return repo
+
+
+def kdlab_show(repo: Path, *args: str, check: bool = True):
+    return run(["kdlab", "show", "--width", "160", *args], cwd=repo, check=check)
+
+
+def by_name(repo: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads(kdlab_show(repo, "--json").stdout)}
+
+
+def test_every_state_and_the_paired_delta(repo):
+    rows = by_name(repo)
+    assert rows["digits-logit-a0.5-s0"]["delta"] == pytest.approx(0.93 - 0.90)
+    assert rows["digits-at-a0.5-s0"]["delta"] == pytest.approx(0.88 - 0.90)
+    assert rows["digits-logit-a0.5-s1"]["delta"] is None  # its baseline never ran
+    assert rows["digits-none-s0"]["delta"] is None
+    assert rows["digits-teacher-s0"] | {"log": ""} == {
+        "name": "digits-teacher-s0", "state": "done", "dataset": "digits", "pair": "resnet20",
+        "method": "teacher", "alpha": None, "seed": 0, "teacher_acc": 0.95, "student_acc": None,
+        "delta": None, "cka": None, "agreement": None, "log": ""}  # fmt: skip
+    logit = rows["digits-logit-a0.5-s0"]
+    assert (logit["pair"], logit["alpha"], logit["cka"], logit["agreement"]) == (
+        "resnet20→resnet8",
+        0.5,
+        0.80,
+        0.94,
+    )
+    # a KD param differs (weight): still the same baseline
+    assert rows[LONG]["delta"] == pytest.approx(0.925 - 0.90)
+    assert rows["digits-logit-a0.9-s0"]["state"] == "queued"
+    assert rows["digits-at-a0.9-s0"]["state"] == "running (student epoch 3/30)"
+    assert rows["digits-at-a0.9-s1"]["state"] == "running (waiting for teacher)"
+    assert rows["digits-none-s1"]["state"] == "dead"
+    failed = rows["digits-logit-a0.9-s1"]
+    assert failed["state"] == "failed" and (repo / failed["log"]).is_file()
+    # the params.yaml grid (digits, logit+at, alphas 0.5/0.9, seeds 0/1): what is left
+    assert rows["digits-teacher-s1"]["state"] == "not queued"
+    assert rows["digits-at-a0.5-s1"]["state"] == "not queued"
+
+
+def test_table_fits_160_columns_and_counts_states(repo):
+    out = kdlab_show(repo).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 160, max(lines, key=len)
+    assert lines[0].split()[:4] == ["experiment", "state", "data", "teacher→student"]
+    assert "digits-logit-a0.5-s0" in out and "+0.0300" in out and "-0.0200" in out
+    short = [line.split()[0] for line in lines if line.startswith("fashion_mnist-")]
+    assert len(short) == 1 and "…" in short[0] and short[0].endswith("-s0"), short
+    assert "running (student epoch 3/30)" in out  # the state is never shortened first
+    assert "13 experiments: 1 dead, 6 done, 1 failed, 2 not queued, 1 queued, 2 running" in lines
+    assert any(line.startswith("digits-logit-a0.9-s1: failed, log ") for line in lines)
+    narrow = run(["kdlab", "show", "--width", "130"], cwd=repo).stdout.splitlines()
+    end = next(i for i, line in enumerate(narrow) if line.startswith("13 experiments"))
+    table = narrow[:end]  # the failed and dead experiments' logs come after the table
+    assert max(len(line) for line in table) <= 130, table
+
+
+def test_sort_filter_and_formats(repo):
+    out = kdlab_show(repo, "--only", "digits-*-a0.5-*", "--sort", "delta", "--desc", "--csv").stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["name"] for r in rows][:2] == ["digits-logit-a0.5-s0", "digits-at-a0.5-s0"]
+    assert all(r["name"].startswith("digits-") and "-a0.5-" in r["name"] for r in rows)
+    assert rows[0]["delta"] and not rows[-1]["delta"]  # blanks last
+    md = kdlab_show(repo, "--only", "digits-none-*", "--md").stdout.splitlines()
+    assert md[0].startswith("| experiment | state |") and len(md) == 2 + 2
+    assert json.loads(kdlab_show(repo, "--only", "nothing-*", "--json", check=False).stdout
+                      or "[]") == []  # fmt: skip
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "nothing-*"], "kdlab show: error: --only 'nothing-*' matches no experiment"),
+    (["--sort", "bogus"], "kdlab show: error: --sort must be one of agreement, alpha, cka,"),
+])  # fmt: skip
+def test_bad_arguments_are_one_line(repo, args, message):
+    proc = kdlab_show(repo, *args, check=False)
+    assert proc.returncode != 0 and not proc.stdout
+    assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_grid_status_is_the_same_table(repo):
+    assert (run(["kdlab", "grid", "status", "--width", "160"], cwd=repo).stdout
+            == kdlab_show(repo).stdout)  # fmt: skip
