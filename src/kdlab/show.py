@@ -40,6 +40,7 @@ from kdlab.gitutil import git_output
 STUDENT_METRICS = "metrics/student/metrics.json"
 TEACHER_METRICS = "metrics/teacher/metrics.json"
 ANALYSIS_METRICS = "metrics/analysis.json"
+# DVC's ExpStashEntry message: dvc-exp:<stash rev>:<baseline rev>:<name>
 STASH_MESSAGE = re.compile(
     r"dvc-exp:(?P<rev>[0-9a-f]{40}):(?P<baseline>[0-9a-f]{40}):(?P<name>.*)$"
 )

@@ -274,6 +274,21 @@ def test_vit_student_with_attention_in_the_pipeline(repo, restore):
     assert "cka/embedding" in analysis and "effdim/student/block4" in analysis
 
 
+def dvc_json(repo: Path) -> str:
+    return run(["dvc", "exp", "show", "--json"], cwd=repo).stdout
+
+
+def student_acc(exp_show: list, name: str) -> float:
+    """test.acc of the student's metrics file of experiment `name` in `dvc exp show --json`."""
+    for baseline in exp_show:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") == name:
+                    metrics = rev["data"]["metrics"]["metrics/student/metrics.json"]["data"]
+                    return metrics["test"]["acc"]
+    raise AssertionError(f"{name} not in dvc exp show")
+
+
 def test_kdlab_report_on_a_real_grid(repo, restore):
     """2 methods × 2 seeds finished, a baseline with one of two seeds, and one failed run."""
     grid = [("report-logit-s0", "logit", 0), ("report-logit-s1", "logit", 1),
@@ -334,3 +349,21 @@ def test_kdlab_report_on_a_real_grid(repo, restore):
     assert provenance["first_finished"] <= provenance["last_finished"]
     assert (out_dir / "params.yaml").read_text() == run(
         ["git", "show", "HEAD:params.yaml"], cwd=repo).stdout  # fmt: skip
+
+    # kdlab show reads the same experiments from refs/exps and the queue, not through DVC
+    shown = {
+        r["name"]: r
+        for r in json.loads(
+            run([str(VENV_BIN / "kdlab"), "show", "--only", "report-*", "--json"], cwd=repo).stdout
+        )
+    }
+    exp_show = json.loads(dvc_json(repo))
+    for name, _, seed in grid:
+        assert shown[name]["state"] == "done" and shown[name]["seed"] == seed
+        assert shown[name]["student_acc"] == pytest.approx(student_acc(exp_show, name))
+    assert shown["report-logit-s0"]["delta"] == pytest.approx(
+        shown["report-logit-s0"]["student_acc"] - shown["report-none-s0"]["student_acc"]
+    )
+    assert shown["report-logit-s1"]["delta"] is None  # no baseline for seed 1
+    assert shown["report-broken"]["state"] == "failed"
+    assert "hint_layer" in (repo / shown["report-broken"]["log"]).read_text()

@@ -16,6 +16,8 @@ import dataclasses
 import torch
 from torch import nn
 
+from kdlab.progress import bar
+
 
 @dataclasses.dataclass(frozen=True)
 class SAEConfig:
@@ -77,7 +79,7 @@ def train_sae(acts: torch.Tensor, cfg: SAEConfig, seed: int) -> tuple[SparseAuto
     with torch.no_grad():
         sae.b_dec.copy_(x_nd[: cfg.init_samples].mean(dim=0))
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    for _ in range(cfg.epochs):
+    for _ in bar(range(cfg.epochs), "SAE", total=cfg.epochs, unit="epoch"):
         order = torch.randperm(len(x_nd), generator=gen).to(x_nd.device)
         for start in range(0, len(x_nd), cfg.batch_size):
             batch = x_nd[order[start : start + cfg.batch_size]]

@@ -36,6 +36,7 @@ from kdlab.errors import DataError
 from kdlab.extract.attention import capture_attention, mha_modules
 from kdlab.fsutil import atomic_directory
 from kdlab.models import FeatureModel
+from kdlab.progress import bar
 
 FORMAT = "kdlab.activations/2"
 
@@ -106,7 +107,8 @@ def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], n
     with contextlib.ExitStack() as stack:
         acts = stack.enter_context(capture_layers(model, layers))
         attn = stack.enter_context(capture_attention(model)) if attention else {}
-        for images, _labels in loader:
+        for images, _labels in bar(loader, f"extract {name}", total=len(loader), unit="img",
+                                   scale=loader.batch_size):  # fmt: skip
             model(images)
             for layer in layers:
                 writer.write(f"{name}/{layer}", start, acts[layer])

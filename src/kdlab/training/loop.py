@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -158,14 +158,16 @@ def train_one_epoch(
     loader: BatchLoader,
     device: torch.device,
     steps: StepFunctions | None = None,
+    batches: Callable[[BatchLoader], Iterable] = iter,
 ) -> dict[str, float]:
-    """One pass over the training split; returns mean loss, CE, KD term and accuracy."""
+    """One pass over the training split; returns mean loss, CE, KD term and accuracy.
+    `batches` wraps the loader (a progress bar)."""
     steps = steps or make_step_functions(state, objective, device)
     state.model.train()
     state.distiller.train()
     sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
     seen = 0
-    for images, labels in loader:
+    for images, labels in batches(loader):
         stop.check()
         total, batch_sums = steps.train(images, labels)
         state.optimizer.zero_grad(set_to_none=True)
@@ -243,13 +245,16 @@ def run_epochs(
     on_epoch_end: Callable[[TrainState], None],
     epoch_progress: Callable[[range], range] = lambda r: r,
     compile: bool = False,
+    batch_progress: Callable[[BatchLoader, int], Iterable] = lambda loader, epoch: iter(loader),
 ) -> TrainState:
-    """Train from `state.epoch` to `epochs`; `on_epoch_end` checkpoints and logs each epoch."""
+    """Train from `state.epoch` to `epochs`; `on_epoch_end` checkpoints and logs each epoch;
+    `batch_progress(loader, epoch)` wraps each epoch's batches (a progress bar)."""
     steps = make_step_functions(state, objective, device, compile)
     for epoch in epoch_progress(range(state.epoch, epochs)):
         train_loader.set_epoch(epoch)
         lr = state.optimizer.param_groups[0]["lr"]
-        train = train_one_epoch(state, objective, train_loader, device, steps)
+        train = train_one_epoch(state, objective, train_loader, device, steps,
+                                lambda loader, e=epoch: batch_progress(loader, e))  # fmt: skip
         state.scheduler.step()
         test = evaluate(state.model, test_loader, device, steps.evaluate)
         state.epoch = epoch + 1

@@ -42,6 +42,7 @@ from kdlab.distill.base import Distiller
 from kdlab.errors import CheckpointError
 from kdlab.fsutil import atomic_directory, check_writable
 from kdlab.models import FeatureModel, make_model
+from kdlab.progress import bar
 from kdlab.training.checkpoint import (
     MODEL_FORMAT,
     RESUME_FORMAT,
@@ -321,6 +322,11 @@ def train_role(
                     file=sys.stderr, unit="epoch", dynamic_ncols=True,
                     disable=None)  # fmt: skip
 
+    def batch_progress(loader, epoch: int):
+        # Within the epoch: batches as images, so the bar shows images/s and the epoch's ETA.
+        return bar(loader, f"{role} epoch {epoch + 1}/{cfg.epochs}", total=len(loader),
+                   unit="img", scale=loader.batch_size)  # fmt: skip
+
     method = params.kd.method if role == "student" else "none"
     log.info(
         "training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",
@@ -337,7 +343,7 @@ def train_role(
         log.info("compiling the training step and evaluation (%s.compile)", role)
     run_epochs(
         state, setup.objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end,
-        progress, compile=compile,
+        progress, compile=compile, batch_progress=batch_progress,
     )  # fmt: skip
     write_model_dir(outputs, model_payload(role, state, cfg, params, dataset), cfg.save_epochs)
     write_metrics(outputs.metrics_dir, state.history)
