@@ -70,6 +70,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                               f"got {args.since!r}") from None  # fmt: skip
     runs = rep.select(rep.load_experiments(args.repo), args.only)
     report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
+    rep.check_alignment(report, args.alignment)  # before anything is written
     written = rep.write_report(report, args.repo / args.out, args.alignment, since)
     command = shlex.join(["kdlab", *args.argv])
     written += rep.write_provenance(args.repo, args.repo / args.out, report, command)

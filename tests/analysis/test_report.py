@@ -102,6 +102,25 @@ def test_files_and_since(runs, tmp_path):
 
 def test_only_selects_by_name(runs):
     assert sorted(rep.select(runs, "none-*")["name"]) == ["none-s0", "none-s1"]
+    with pytest.raises(rep.ConfigError, match=r"^--only 'nomatch-\*' matches no experiment$"):
+        rep.select(runs, "nomatch-*")
+
+
+def test_unknown_alignment_is_refused_and_stale_figures_go(runs, tmp_path):
+    report = rep.build_report(runs)
+    with pytest.raises(rep.ConfigError, match=r"--alignment must be an analysis metric of the "
+                       r"finished experiments \(cka/embedding.*\); got 'cka/bogus'"):  # fmt: skip
+        rep.check_alignment(report, "cka/bogus")
+    rep.check_alignment(report, "cka/embedding")
+    rep.write_report(report, tmp_path, "cka/embedding")
+    assert (tmp_path / "acc_vs_alignment.png").is_file()
+    mine = tmp_path / "notes.png"  # not a report figure: kept
+    mine.write_bytes(b"x")
+    only_logit = rep.build_report(rep.select(runs, "logit-*"))
+    written = rep.write_report(only_logit, tmp_path, "no-such-column")
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert pngs == {p.name for p in written if p.suffix == ".png"} | {"notes.png"}
+    assert "acc_vs_alignment.png" not in pngs
 
 
 def test_no_experiments_is_a_clear_error():

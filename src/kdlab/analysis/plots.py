@@ -58,14 +58,18 @@ def layer_bars(result: Analysis, path: Path) -> None:
     axes[0].bar(x, [r["cka"] for r in rows], color="tab:green")
     axes[0].set_ylim(0, 1)
     axes[0].set_title("CKA teacher vs student")
-    for ax, metric, title in ((axes[1], "effdim", "effective dimensionality (PR)"),
-                              (axes[2], "fisher", "Fisher criterion")):  # fmt: skip
+    axes[0].set_ylabel("linear CKA")
+    for ax, metric, title, ylabel in (
+        (axes[1], "effdim", "effective dimensionality (PR)", "participation ratio"),
+        (axes[2], "fisher", "Fisher criterion", "between / within class variance"),
+    ):
         width = 0.4
         ax.bar([i - width / 2 for i in x], [r[f"{metric}_teacher"] for r in rows], width,
                label="teacher")  # fmt: skip
         ax.bar([i + width / 2 for i in x], [r[f"{metric}_student"] for r in rows], width,
                label="student")  # fmt: skip
         ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.legend()
     for ax in axes:
         ax.set_xticks(list(x), layers)
@@ -77,12 +81,17 @@ def layer_bars(result: Analysis, path: Path) -> None:
 
 def cka_over_training(result: Analysis, path: Path) -> None:
     rows = result.cka_by_epoch
+    epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for layer in [k for k in rows[0] if k != "epoch"]:
-        ax.plot([r["epoch"] for r in rows], [r[layer] for r in rows], marker="o", label=layer)
-    ax.set_xlabel("student epoch")
+    # distinct markers and dashes: layers with (nearly) equal CKA stay visible on each other
+    styles = zip("osD^v<>", ["-", "--", "-.", ":"] * 2, [8, 7, 6, 5, 5, 5, 5], strict=False)
+    for layer, (marker, dash, size) in zip([k for k in rows[0] if k != "epoch"], styles,
+                                           strict=False):  # fmt: skip
+        ax.plot(epochs, [r[layer] for r in rows], marker=marker, linestyle=dash, markersize=size,
+                label=layer, alpha=0.85)  # fmt: skip
+    ax.set_xticks(epochs)  # the milestones themselves, not 12.5 and 17.5
+    ax.set_xlabel("student epoch (milestones)")
     ax.set_ylabel("CKA with the final teacher")
-    ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Alignment over training")

@@ -32,9 +32,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from kdlab.analysis.stats import CONFIDENCE, paired_delta
-from kdlab.errors import KdlabError
+from kdlab.errors import ConfigError, KdlabError
 
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
 PARAM = "params."
@@ -247,8 +248,11 @@ def summarize(finished: pd.DataFrame, paired: pd.DataFrame, keys: list[str],
     table = table.reset_index()
     if "teacher_acc mean" in table:
         table["gap mean"] = table["acc mean"] - table["teacher_acc mean"]
+    deltas = paired_table(paired, keys)
+    if deltas.empty:  # no KD run has its baseline (e.g. --only selected no baseline)
+        return table.assign(**{c: math.nan for c in deltas.columns if c not in keys})
     # merge on keys with NaN (the baseline's alpha) equal to NaN
-    return table.merge(paired_table(paired, keys), on=keys, how="left")
+    return table.merge(deltas, on=keys, how="left")
 
 
 def epochs_text(finished: pd.DataFrame) -> str:
@@ -545,6 +549,7 @@ def write_report(report: Report, out_dir: Path, alignment: str,
         written += plot_heatmaps(report, layers, out_dir)
     if alignment in report.finished.columns:
         written.append(plot_accuracy_vs_alignment(report, alignment, out_dir))
+    remove_stale_figures(out_dir, written)
     if since is not None:
         written.append(out_dir / "since.md")
         written[-1].write_text(since_report(report, since))
@@ -575,7 +580,36 @@ def write_provenance(repo: Path, out_dir: Path, report: Report, command: str) ->
     return paths
 
 
+FIGURES = ("paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png", "acc_vs_alignment.png")
+"""The names of the figures `write_report` draws (and removes when it no longer draws them)."""
+
+
 def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
     if not pattern:
         return runs
-    return runs[runs["name"].map(lambda n: fnmatch.fnmatch(str(n), pattern))]
+    chosen = runs[runs["name"].map(lambda n: fnmatch.fnmatchcase(str(n), pattern))]
+    if chosen.empty:
+        raise ConfigError(f"--only {pattern!r} matches no experiment")
+    return chosen
+
+
+def check_alignment(report: Report, alignment: str) -> None:
+    """--alignment must name an analysis scalar the finished experiments have."""
+    choices = sorted(
+        c
+        for c in report.finished.columns
+        if "/" in c and not c.startswith("params.") and is_numeric_dtype(report.finished[c])
+    )
+    if alignment not in choices:
+        shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
+        raise ConfigError(f"--alignment must be an analysis metric of the finished experiments "
+                          f"({shown}); got {alignment!r}")  # fmt: skip
+
+
+def remove_stale_figures(out_dir: Path, written: list[Path]) -> None:
+    """Figures of an earlier report that this one did not draw (another grid, another
+    --alignment): gone, so that the directory shows only what the tables say."""
+    for pattern in FIGURES:
+        for png in out_dir.glob(pattern):
+            if png not in written:
+                png.unlink()
