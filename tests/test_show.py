@@ -183,3 +183,32 @@ def test_bad_arguments_are_one_line(repo, args, message):
 def test_grid_status_is_the_same_table(repo):
     assert (run(["kdlab", "grid", "status", "--width", "160"], cwd=repo).stdout
             == kdlab_show(repo).stdout)  # fmt: skip
+
+
+def test_slurm_jobs_from_the_ledger_without_a_cluster(repo, tmp_path):
+    head = git(repo, "rev-parse", "HEAD").strip()
+    ledger = repo / ".kdlab/slurm/ledger.json"
+    ledger.parent.mkdir(parents=True)
+    record = {"name": "digits-at-a0.9-s1", "job_id": "42", "commit": head, "attempts": 1,
+              "workspace": "/scratch/w", "log": "/scratch/log.out", "submitted": "2026-11-22",
+              "job_ids": ["42"]}  # fmt: skip
+    ledger.write_text(
+        json.dumps(
+            {
+                "experiments": {
+                    "digits-at-a0.9-s1": record,
+                    "digits-at-a0.5-s1": record | {"name": "digits-at-a0.5-s1"},
+                }
+            }
+        )
+    )
+    no_slurm = tmp_path / "bin"  # git and the venv, no squeue: not a login node
+    no_slurm.mkdir()
+    (no_slurm / "git").symlink_to(run(["which", "git"], cwd=repo).stdout.strip())
+    from .conftest import VENV_BIN
+
+    out = run(["kdlab", "show", "--json"], cwd=repo,
+              env_extra={"PATH": f"{VENV_BIN}:{no_slurm}"}).stdout  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["digits-at-a0.5-s1"]["state"] == "submitted (job 42)"  # was "not queued"
+    assert rows["digits-at-a0.9-s1"]["state"].startswith("running")  # the local queue's word

@@ -11,7 +11,7 @@ teacher. Read where DVC keeps them, without DVC's per-commit pipeline index (wha
 - the local queue: queued entries in the refs/exps/celery/stash reflog, failed ones in
   refs/exps/celery/failed, running ones in .dvc/tmp/exps/run/<rev>/<rev>.run (DVC's executor
   info) with their log beside it (what `dvc queue logs` prints);
-- SLURM: kdlab's ledger (.kdlab/ledger.json), squeue when a cluster answers, the job log;
+- SLURM: kdlab's ledger (.kdlab/slurm/ledger.json), squeue when a cluster answers, the job log;
 - the grid of params.yaml: its experiments not yet queued anywhere.
 
 A running experiment's log says how far it is: "teacher epoch 3/20", or that it waits for its
@@ -271,11 +271,13 @@ def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
 
 def slurm_rows(repo: Path, head: str) -> list[Row]:
     """Experiments kdlab submitted to SLURM on this commit, with squeue's word when it answers."""
-    ledger_path = repo / ".kdlab" / "ledger.json"
-    if not ledger_path.is_file():
-        return []
     from kdlab.slurm import cluster
     from kdlab.slurm.ledger import Ledger
+    from kdlab.slurm.submit import STATE_DIR
+
+    ledger_path = repo / STATE_DIR / "ledger.json"
+    if not ledger_path.is_file():
+        return []
 
     records = [r for r in Ledger(ledger_path).records.values() if r.commit == head]
     if not records:

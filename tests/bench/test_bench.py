@@ -78,6 +78,17 @@ def test_synthetic_experiments_are_listed_by_exp_show(tmp_path):
     baseline = git(repo, "rev-parse", "HEAD").strip()
     bench_dvc.synthetic_experiments(repo, 8)
     assert_synthetic_experiments_listed(repo, baseline, 8)
+    # kdlab show reads the same experiments, with the same numbers, without DVC
+    rows = json.loads(run(["kdlab", "show", "--json", "--only", "bench-*"], cwd=repo).stdout)
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    accs = {
+        rev["name"]: rev["data"]["metrics"]["metrics/student/metrics.json"]["data"]["test"]["acc"]
+        for entry in shown
+        for exp in entry["experiments"]
+        for rev in exp["revs"]
+    }
+    assert {r["name"]: r["student_acc"] for r in rows} == accs
+    assert {r["state"] for r in rows} == {"done"}
 
 
 @pytest.mark.integration
@@ -94,11 +105,14 @@ def test_the_floor_repository_lists_its_synthetic_experiments(tmp_path):
 def test_dvc_table_has_every_operation_and_the_per_experiment_cost():
     results = {"repro_s": 30.0, "repro_noop_s": 0.5, "grid_queue_s": 40.0, "queued": 240,
                "exp_show_cold_s": 21.0, "exp_show_warm_s": 2.0, "exp_show_json_s": 1.0,
-               "listed": 300, "floor_exp_show_cold_s": 5.46}  # fmt: skip
+               "listed": 300, "floor_exp_show_cold_s": 5.46, "check_s": 1.84,
+               "show_s": 0.61, "show_listed": 300}  # fmt: skip
     table = bench_dvc.format_table(results)
-    assert "| `kdlab grid queue`, 240 experiments | 40.0 |" in table
-    assert "| `dvc exp show`, 300 experiments, cold | 21.0 |" in table
-    assert "| `dvc exp show`, 300 one-stage experiments (floor), cold | 5.5 |" in table
+    assert "| `kdlab grid queue`, 240 experiments | 40.00 |" in table
+    assert "| `dvc exp show`, 300 experiments, cold | 21.00 |" in table
+    assert "| `dvc exp show`, 300 one-stage experiments (floor), cold | 5.46 |" in table
+    assert "| `kdlab check` (validates params.yaml and every grid point) | 1.84 |" in table
+    assert "| `kdlab show`, 300 experiments, first run | 0.61 |" in table
     assert "63 ms per new experiment" in table  # (21 - 2) / 300
     assert "floor takes 0.26 of the pipeline's time" in table
 

@@ -106,8 +106,19 @@ def test_grid_runs_on_slurm_and_shows_in_exp_show(repo, cluster):
     live = job_ids(cluster)
     again = kdlab(repo, cluster, "slurm", "submit")
     assert "submitted 0" in again and job_ids(cluster) == live, again
+    # kdlab show: the jobs' SLURM states (with the epoch from the job log once it runs)
+    early = {r["name"]: r["state"] for r in json.loads(kdlab(repo, cluster, "show", "--json"))}
+    assert all(
+        early[n] == "done"
+        or early[n].startswith(("pending", "running", "configuring", "completing"))
+        for n in NAMES
+    ), early
 
     wait_finished(repo, cluster, NAMES)
+    finished = json.loads(kdlab(repo, cluster, "show", "--json", "--only", "digits-*"))
+    assert {r["name"]: r["state"] for r in finished if r["name"] in NAMES} == dict.fromkeys(
+        NAMES, "done"
+    )
     assert_exp_show_cache_warmed(repo, NAMES)
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
     names = {e["name"] for c in shown for e in (c.get("experiments") or [])}

@@ -7,7 +7,8 @@
 4. `dvc exp show` (the table) and `dvc exp show --json` with N finished experiments, cold (no
    DVC experiment cache) and warm;
 5. DVC's floor for step 4: the same cold `dvc exp show` of N experiments of a one-stage
-   pipeline (one script, three params, one metrics file), in the same run.
+   pipeline (one script, three params, one metrics file), in the same run;
+6. `kdlab check`, and `kdlab show` of the same N experiments (it reads refs/exps directly).
 
 The experiments of step 4 are made the way `dvc exp run` leaves them, without training 300
 models: one real experiment is run, and N - 1 more commits are written with `git fast-import`
@@ -203,6 +204,7 @@ def run_benchmark(repo: Path, experiments: int = 300) -> dict:
         clone = make_clone(repo, Path(tmp) / "repo")
         results["repro_s"], _ = timed_run([dvc, "repro"], clone, "dvc repro (empty cache)")
         results["repro_noop_s"], _ = timed_run([dvc, "repro"], clone, "dvc repro (no-op)")
+        results["check_s"], _ = timed_run([kdlab, "check"], clone, "kdlab check")
         commit_grid(clone, GRID_240)
         results["grid_queue_s"], out = timed_run([kdlab, "grid", "queue"], clone,
                                                  "kdlab grid queue (240)")  # fmt: skip
@@ -215,6 +217,8 @@ def run_benchmark(repo: Path, experiments: int = 300) -> dict:
         results["exp_show_json_s"], text = timed_run([*show, "--json"], clone,
                                                      "dvc exp show --json")  # fmt: skip
         results["listed"] = count_experiments(text)
+        results["show_s"], text = timed_run([kdlab, "show", "--json"], clone, "kdlab show")
+        results["show_listed"] = sum(1 for row in json.loads(text) if row["state"] == "done")
         floor = make_floor_repo(Path(tmp) / "floor")
         synthetic_experiments(floor, experiments)
         what = "dvc exp show (the one-stage floor, cold)"
@@ -233,6 +237,7 @@ def format_table(results: dict) -> str:
     rows = [
         ("`dvc repro`, embedded pipeline, empty cache", results["repro_s"]),
         ("`dvc repro`, no-op", results["repro_noop_s"]),
+        ("`kdlab check` (validates params.yaml and every grid point)", results["check_s"]),
         (f"`kdlab grid queue`, {results['queued']} experiments", results["grid_queue_s"]),
         (f"`dvc exp show`, {n} experiments, cold", results["exp_show_cold_s"]),
         (f"`dvc exp show`, {n} experiments, warm", results["exp_show_warm_s"]),
@@ -241,9 +246,10 @@ def format_table(results: dict) -> str:
             f"`dvc exp show`, {n} one-stage experiments (floor), cold",
             results["floor_exp_show_cold_s"],
         ),
+        (f"`kdlab show`, {results['show_listed']} experiments, first run", results["show_s"]),
     ]
     lines = ["| operation | seconds |", "|---|---:|"]
-    lines += [f"| {what} | {seconds:.1f} |" for what, seconds in rows]
+    lines += [f"| {what} | {seconds:.2f} |" for what, seconds in rows]
     per_experiment = (results["exp_show_cold_s"] - results["exp_show_warm_s"]) / n
     floor = results["floor_exp_show_cold_s"] / results["exp_show_cold_s"]
     lines += ["", f"First `dvc exp show`: {per_experiment * 1000:.0f} ms per new experiment; "
