@@ -117,10 +117,10 @@ def test_every_state_and_the_paired_delta(repo):
     assert rows["digits-at-a0.5-s0"]["delta"] == pytest.approx(0.88 - 0.90)
     assert rows["digits-logit-a0.5-s1"]["delta"] is None  # its baseline never ran
     assert rows["digits-none-s0"]["delta"] is None
-    assert rows["digits-teacher-s0"] | {"log": ""} == {
+    assert rows["digits-teacher-s0"] | {"log": "", "commit": ""} == {
         "name": "digits-teacher-s0", "state": "done", "dataset": "digits", "pair": "resnet20",
         "method": "teacher", "alpha": None, "seed": 0, "teacher_acc": 0.95, "student_acc": None,
-        "delta": None, "cka": None, "agreement": None, "log": ""}  # fmt: skip
+        "delta": None, "cka": None, "agreement": None, "log": "", "commit": ""}  # fmt: skip
     logit = rows["digits-logit-a0.5-s0"]
     assert (logit["pair"], logit["alpha"], logit["cka"], logit["agreement"]) == (
         "resnet20→resnet8",
@@ -212,3 +212,21 @@ def test_slurm_jobs_from_the_ledger_without_a_cluster(repo, tmp_path):
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["digits-at-a0.5-s1"]["state"] == "submitted (job 42)"  # was "not queued"
     assert rows["digits-at-a0.9-s1"]["state"].startswith("running")  # the local queue's word
+
+
+def test_all_commits_keeps_each_commits_experiments_apart(repo):
+    old = git(repo, "rev-parse", "HEAD").strip()
+    new = _commit(repo, {"NOTES": "new code\n"}, "a later commit")
+    sha = _commit(repo, {"params.yaml": _params(kd__method="none"),
+                         show.STUDENT_METRICS: _metrics(0.5),
+                         show.TEACHER_METRICS: _metrics(0.9)}, "exp")  # fmt: skip
+    git(repo, "update-ref", f"refs/exps/{new[:2]}/{new[2:]}/digits-none-s0", sha)
+    git(repo, "reset", "-q", "--hard", new)
+    head = by_name(repo)  # HEAD's experiments only
+    assert head["digits-none-s0"]["student_acc"] == 0.5
+    assert head["digits-logit-a0.5-s0"]["state"] == "not queued"
+    rows = json.loads(run(["kdlab", "show", "-A", "--json"], cwd=repo).stdout)
+    nones = {(r["commit"], r["student_acc"]) for r in rows if r["name"] == "digits-none-s0"}
+    assert nones == {(old, 0.90), (new, 0.5)}
+    (logit,) = [r for r in rows if r["name"] == "digits-logit-a0.5-s0"]
+    assert logit["delta"] == pytest.approx(0.93 - 0.90)  # its own commit's baseline

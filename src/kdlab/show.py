@@ -68,8 +68,10 @@ class Row:
     cka: float | None = None
     agreement: float | None = None
     log: str = ""
+    baseline: str = ""
+    """The commit the experiment was run from (DVC's baseline)."""
     key: tuple = ()
-    """The pairing key: every non-KD param."""
+    """The pairing key: the baseline commit and every non-KD param."""
 
 
 # (attribute, header, formatter) in table order
@@ -146,7 +148,7 @@ def _get(tree: dict, *path: str) -> Any:
     return tree
 
 
-def describe(name: str, state: str, params: dict) -> Row:
+def describe(name: str, state: str, params: dict, baseline: str) -> Row:
     """A row's identity columns from the experiment's params.yaml."""
     from kdlab.grid import is_teacher_experiment
 
@@ -160,13 +162,15 @@ def describe(name: str, state: str, params: dict) -> Row:
               f"{_get(params, 'teacher', 'arch')}→{_get(params, 'student', 'arch')}"),
         method="teacher" if teacher else method,
         alpha=float(alpha) if method not in ("", "none") and alpha is not None else None,
-        seed=_get(params, "seed"),
-        key=tuple(sorted((k, repr(v)) for k, v in flat.items() if not k.startswith(NOT_PAIRED))),
+        seed=_get(params, "seed"), baseline=baseline,
+        key=(baseline, *sorted((k, repr(v)) for k, v in flat.items()
+                               if not k.startswith(NOT_PAIRED))),
     )  # fmt: skip
 
 
-def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, str]]:
-    """(name, commit) of every experiment ref whose baseline is in `baselines` (None: all)."""
+def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, str, str]]:
+    """(name, commit, baseline) of every experiment ref whose baseline is in `baselines`
+    (None: all)."""
     text = git_output(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/")
     found = []
     for line in text.splitlines():
@@ -175,19 +179,19 @@ def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, s
         if len(parts) != 5 or len(parts[2]) != 2:  # refs/exps/<ab>/<cdef...>/<name>
             continue
         if baselines is None or parts[2] + parts[3] in baselines:
-            found.append((parts[4], sha))
+            found.append((parts[4], sha, parts[2] + parts[3]))
     return found
 
 
-def finished_rows(repo: Path, refs: Sequence[tuple[str, str]]) -> list[Row]:
+def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]:
     from kdlab.grid import is_teacher_experiment
 
     files = ("params.yaml", STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
-    blobs = read_blobs(repo, [f"{sha}:{f}" for _, sha in refs for f in files])
+    blobs = read_blobs(repo, [f"{sha}:{f}" for _, sha, _ in refs for f in files])
     rows = []
-    for name, sha in refs:
+    for name, sha, baseline in refs:
         params, student, teacher, analysis = (blobs[f"{sha}:{f}"] for f in files)
-        row = describe(name, "done", _yaml(params))
+        row = describe(name, "done", _yaml(params), baseline)
         row.teacher_acc = _get(_json(teacher), "test", "acc")
         if not is_teacher_experiment(name):
             analysis = _json(analysis)
@@ -240,10 +244,10 @@ def progress(log: Path) -> str | None:
 def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
     """Queued, running and failed experiments of the local DVC queue."""
     dvc_dir = repo / ".dvc" / "tmp" / "exps"
-    entries: dict[str, tuple[str, str, str]] = {}  # stash rev -> (name, state, log)
+    entries: dict[str, tuple[str, str, str, str]] = {}  # rev -> (name, state, log, baseline)
     for entry in stash_entries(repo, "refs/exps/celery/stash"):
         if baselines is None or entry["baseline"] in baselines:
-            entries[entry["rev"]] = (entry["name"], "queued", "")
+            entries[entry["rev"]] = (entry["name"], "queued", "", entry["baseline"])
     for info_file in sorted(dvc_dir.glob("run/*/*.run")):
         info = _json(info_file.read_bytes())
         if baselines is not None and info.get("baseline_rev") not in baselines:
@@ -255,15 +259,17 @@ def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
                 state = "dead"
             else:
                 state = f"running ({progress(log) or 'starting'})"
-        entries[rev] = (info.get("name") or f"exp-{rev[:7]}", state, str(log))
+        entries[rev] = (info.get("name") or f"exp-{rev[:7]}", state, str(log),
+                        info.get("baseline_rev", ""))  # fmt: skip
     for entry in stash_entries(repo, "refs/exps/celery/failed"):
         if baselines is None or entry["baseline"] in baselines:
             log = dvc_dir / "run" / entry["rev"] / f"{entry['rev']}.out"
-            entries[entry["rev"]] = (entry["name"], "failed", str(log) if log.exists() else "")
+            entries[entry["rev"]] = (entry["name"], "failed", str(log) if log.exists() else "",
+                                     entry["baseline"])  # fmt: skip
     blobs = read_blobs(repo, [f"{rev}:params.yaml" for rev in entries])
     rows = []
-    for rev, (name, state, log) in entries.items():
-        row = describe(name, state, _yaml(blobs.get(f"{rev}:params.yaml")))
+    for rev, (name, state, log, baseline) in entries.items():
+        row = describe(name, state, _yaml(blobs.get(f"{rev}:params.yaml")), baseline)
         row.log = log
         rows.append(row)
     return rows
@@ -297,13 +303,13 @@ def slurm_rows(repo: Path, head: str) -> list[Row]:
                 state = f"running ({progress(Path(record.log)) or 'starting'})"
         else:
             state = f"dead (job {record.job_id})"
-        row = describe(record.name, state, params)
+        row = describe(record.name, state, params, head)
         row.log = record.log
         rows.append(row)
     return rows
 
 
-def planned_rows(repo: Path, params_path: Path) -> list[Row]:
+def planned_rows(repo: Path, params_path: Path, head: str) -> list[Row]:
     """The grid of params.yaml, each experiment with its own params. Not validated here (that
     needs the KD method registry, hence torch): `kdlab check` names any problem."""
     from kdlab.grid import GridConfig, plan_grid
@@ -327,7 +333,7 @@ def planned_rows(repo: Path, params_path: Path) -> list[Row]:
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = yaml.safe_load(text)
-        rows.append(describe(exp.name, "not queued", params))
+        rows.append(describe(exp.name, "not queued", params, head))
     return rows
 
 
@@ -347,17 +353,18 @@ def pair_with_baselines(rows: Iterable[Row]) -> None:
 
 
 def collect(repo: Path, params_path: Path, all_commits: bool = False) -> list[Row]:
-    """Every experiment once: finished beats running/queued/failed beats SLURM beats planned."""
+    """Every experiment once per commit: finished beats running/queued/failed beats SLURM
+    beats planned."""
     head = git_output(repo, "rev-parse", "HEAD")
     baselines = None if all_commits else {head}
-    by_name: dict[str, Row] = {}
+    by_name: dict[tuple[str, str], Row] = {}
     sources = [finished_rows(repo, experiment_refs(repo, baselines)),
                local_queue_rows(repo, baselines), slurm_rows(repo, head)]  # fmt: skip
     if not all_commits:
-        sources.append(planned_rows(repo, params_path))
+        sources.append(planned_rows(repo, params_path, head))
     for rows in sources:
         for row in rows:
-            by_name.setdefault(row.name, row)
+            by_name.setdefault((row.baseline, row.name), row)
     rows = list(by_name.values())
     pair_with_baselines(rows)
     return rows
@@ -449,12 +456,14 @@ def markdown(rows: Sequence[Row]) -> str:
 
 
 def records(rows: Sequence[Row]) -> list[dict]:
-    return [{attr: getattr(r, attr) for attr, _, _ in COLUMNS} | {"log": r.log} for r in rows]
+    return [{attr: getattr(r, attr) for attr, _, _ in COLUMNS} | {"log": r.log,
+                                                                   "commit": r.baseline}
+            for r in rows]  # fmt: skip
 
 
 def as_csv(rows: Sequence[Row]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*(a for a, _, _ in COLUMNS), "log"],
+    writer = csv.DictWriter(out, fieldnames=[*(a for a, _, _ in COLUMNS), "log", "commit"],
                             lineterminator="\n")  # fmt: skip
     writer.writeheader()
     writer.writerows(records(rows))
