@@ -82,7 +82,7 @@ def layer_bars(result: Analysis, path: Path) -> None:
 def cka_over_training(result: Analysis, path: Path) -> None:
     rows = result.cka_by_epoch
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.6, 3.6))
     # distinct markers and dashes: layers with (nearly) equal CKA stay visible on each other
     styles = zip("osD^v<>", ["-", "--", "-.", ":"] * 2, [8, 7, 6, 5, 5, 5, 5], strict=False)
     for layer, (marker, dash, size) in zip([k for k in rows[0] if k != "epoch"], styles,
@@ -93,7 +93,7 @@ def cka_over_training(result: Analysis, path: Path) -> None:
     ax.set_xlabel("student epoch (milestones)")
     ax.set_ylabel("CKA with the final teacher")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), title="layer")  # off the data
     ax.set_title("Alignment over training")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
