@@ -69,7 +69,8 @@ def _block(name: str) -> str:
     ("block", "source"),
     [("fashion-mnist-summary", "docs/results/fashion-mnist/summary.md"),
      ("fashion-mnist-bench", "docs/results/fashion-mnist/bench-real.md"),
-     ("fashion-mnist-show", "docs/results/fashion-mnist/show.txt")],
+     ("fashion-mnist-show", "docs/results/fashion-mnist/show.txt"),
+     ("bench-dvc", "docs/bench/dvc.md")],
 )  # fmt: skip
 def test_readme_result_tables_are_the_committed_outputs(block, source):
     """The README's result tables are copied from the files the commands wrote, not typed."""
