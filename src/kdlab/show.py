@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from kdlab.errors import ConfigError, KdlabError
+from kdlab.flat import flatten
 from kdlab.gitutil import git_output
 
 STUDENT_METRICS = "metrics/student/metrics.json"
@@ -90,15 +91,6 @@ COLUMNS: list[tuple[str, str, Any]] = [
     ("agreement", "agree", lambda v: f"{v:.3f}"),
 ]
 SORT_KEYS = {attr for attr, _, _ in COLUMNS}
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
 
 
 def read_blobs(repo: Path, specs: Sequence[str]) -> dict[str, bytes | None]:

@@ -12,24 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from kdlab.config import load_yaml
+from kdlab.flat import flatten
 from kdlab.gitutil import git_output
 from kdlab.grid import TEACHER_TARGET, Experiment, is_teacher_experiment, teacher_name
 
 log = logging.getLogger(__name__)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
 
 
 def param_overrides(base: dict, changed: dict) -> tuple[tuple[str, str], ...]:
