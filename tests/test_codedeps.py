@@ -44,8 +44,13 @@ def test_stage_deps_are_its_import_closure(stage):
 def test_teacher_does_not_depend_on_kd_methods():
     files = rel(import_closure("kdlab.stages.train_teacher"))
     distill = [f for f in files if "/distill/" in f]
+    # the interface (base, spec: PairInfo), the pure baseline, and no method's params or loss
     assert distill == ["src/kdlab/distill/__init__.py", "src/kdlab/distill/base.py",
-                       "src/kdlab/distill/none.py"]  # fmt: skip
+                       "src/kdlab/distill/none.py", "src/kdlab/distill/spec.py"]  # fmt: skip
+    # validation (kdlab check) reads the methods' specs, not their losses
+    check = rel(import_closure("kdlab.validate"))
+    assert "src/kdlab/distill/specs/at.py" in check, check
+    assert "src/kdlab/distill/at.py" not in check and "src/kdlab/distill/base.py" not in check
     student = rel(import_closure("kdlab.stages.train_student"))
     assert "src/kdlab/distill/at.py" in student and "src/kdlab/training/student.py" in student
 

@@ -258,9 +258,9 @@ class TrainConfig:
         return self.compile
 
     def validate(self, path: str) -> None:
-        from kdlab.models import MODELS
+        from kdlab.architectures import arch_names
 
-        check_choice(f"{path}.arch", self.arch, MODELS)
+        check_choice(f"{path}.arch", self.arch, arch_names())
         check_range(f"{path}.epochs", self.epochs, 1, 100_000)
         check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
         check_range(f"{path}.eval_batch_size", self.eval_batch_size, 1, 1 << 20)
@@ -470,6 +470,6 @@ def load_params(
 ) -> Params:
     """Read and validate params.yaml; raise ConfigError with one readable line on any problem.
 
-    `methods` (kdlab.distill.base.METHODS, filled by kdlab.distill.registry) also validates the
+    `methods` (kdlab.distill.spec.load_specs(): each method's params) also validates the
     `kd.<method>` sections; see the module docstring."""
     return params_from_dict(read_params_file(path), methods)

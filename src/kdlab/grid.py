@@ -68,7 +68,7 @@ class GridConfig:
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS
-        from kdlab.distill.registry import METHODS
+        from kdlab.distill.specs import load_specs
 
         lists = {"datasets": self.datasets, "methods": self.methods, "seeds": self.seeds}
         if isinstance(self.alphas, dict):
@@ -96,7 +96,7 @@ class GridConfig:
                 raise ConfigError(f"{path}.{field} lists a value twice: {list(values)}")
         for i, name in enumerate(self.datasets):
             check_choice(f"{path}.datasets[{i}]", name, DATASETS)
-        kd_methods = [m for m in METHODS if m != "none"]
+        kd_methods = [m for m in load_specs() if m != "none"]
         for i, name in enumerate(self.methods):
             check_choice(f"{path}.methods[{i}]", name, kd_methods)
         for field, values in lists.items():

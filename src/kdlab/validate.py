@@ -6,7 +6,8 @@ then has already lost the last good results. So every stage of dvc.yaml depends 
 of the `check` stage, which depends on every section and runs this module first: an invalid
 value stops `dvc repro` / `dvc exp run` before any output is touched.
 
-Beyond field-by-field validation (kdlab.config) it checks what needs the networks: the selected
+Beyond field-by-field validation (kdlab.config) it checks what needs the networks' shapes, which
+kdlab.architectures computes without building them (no torch is imported): the selected
 KD method against the teacher/student pair; every other method's own params too, where that
 method could serve the pair (so `-S kd.method=fitnets` cannot turn a silent bad
 `kd.fitnets.hint_layer` into a failed run); `extract.layers` and `analyze.sae_layers` against
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kdlab.config import Params, load_yaml, params_from_dict, read_params_file
-from kdlab.distill.base import METHODS, PairInfo
-from kdlab.distill.registry import get_method, probe_pair
+from kdlab.distill.spec import PairInfo, pair_shapes
+from kdlab.distill.specs import get_spec, load_specs
 from kdlab.errors import ConfigError
 
 
@@ -29,16 +30,16 @@ def check_methods(params: Params, pair: PairInfo) -> None:
     """The selected method must serve the pair; every other method's params must be valid
     wherever that method could serve the pair with its defaults."""
     if params.kd.method != "none":
-        get_method(params.kd.method).cls.check(params.kd.method_params, pair)
+        get_spec(params.kd.method).check(params.kd.method_params, pair)
     for name, options in params.kd.options.items():
         if name == params.kd.method:
             continue
-        spec = METHODS[name]
+        spec = get_spec(name)
         try:
-            spec.cls.check(spec.params_cls(), pair)
+            spec.check(spec.params_cls(), pair)
         except ConfigError:
             continue  # the method cannot serve this pair at all: refused if it is selected
-        spec.cls.check(options, pair)
+        spec.check(options, pair)
 
 
 def check_layers(params: Params, teacher_layers: tuple, student_layers: tuple) -> None:
@@ -61,8 +62,9 @@ def check_layers(params: Params, teacher_layers: tuple, student_layers: tuple) -
 
 
 def check_params(params: Params) -> None:
-    """What needs the networks: KD methods against the pair, layer names."""
-    pair, teacher_layers, student_layers = probe_pair(
+    """What needs the networks' shapes (computed, not probed): KD methods against the pair,
+    layer names."""
+    pair, teacher_layers, student_layers = pair_shapes(
         params.data.name, params.teacher.arch, params.student.arch
     )
     check_methods(params, pair)
@@ -87,7 +89,7 @@ def check_grid_points(raw: Mapping, experiments) -> None:
     """Every grid point, as its experiment would run: refuse the first that cannot, by name."""
     for exp in experiments:
         try:
-            point = params_from_dict(with_overrides(raw, exp.overrides), METHODS)
+            point = params_from_dict(with_overrides(raw, exp.overrides), load_specs())
             check_params(point)
         except ConfigError as exc:
             raise ConfigError(
@@ -105,7 +107,7 @@ def check_file(path: str | Path, *, grid_points: bool = True, device: bool = Fal
     here (the `check` stage runs where the stages run).
     """
     raw = read_params_file(path)
-    params = params_from_dict(raw, METHODS)
+    params = params_from_dict(raw, load_specs())
     check_params(params)
     check_sections(raw, grid_points)
     if device:

@@ -12,36 +12,11 @@ and 64×64 TinyImageNet alike.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import check_range
-from kdlab.distill.base import (
-    Distiller,
-    PairInfo,
-    check_stage_names,
-    match_spatial,
-    register,
-    require_conv_maps,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class ATParams:
-    """`kd.at:`"""
-
-    stages: tuple[str, ...] = ("stage1", "stage2", "stage3")
-    """Stages (present in both networks) whose attention maps are matched."""
-    p: float = 2.0
-    """Exponent of |A| in the attention map."""
-    weight: float = 2.0
-    """w in alpha·w·L."""
-
-    def validate(self, path: str) -> None:
-        check_range(f"{path}.p", self.p, 0, 16, low_open=True)
-        check_range(f"{path}.weight", self.weight, 0, 1e6)
+from kdlab.distill.base import Distiller, match_spatial, register
+from kdlab.distill.specs.at import ATParams
 
 
 def attention_map(features: torch.Tensor, p: float) -> torch.Tensor:
@@ -51,11 +26,6 @@ def attention_map(features: torch.Tensor, p: float) -> torch.Tensor:
 
 @register("at", ATParams)
 class AttentionTransfer(Distiller):
-    @classmethod
-    def check(cls, params: ATParams, pair: PairInfo) -> None:
-        require_conv_maps("at", pair)
-        check_stage_names("kd.at.stages", params.stages, pair)
-
     def loss(self, student, teacher, labels):
         total = 0.0
         for name in self.params.stages:

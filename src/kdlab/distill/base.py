@@ -1,37 +1,19 @@
-"""The one interface every KD method implements, and the registry that names them."""
+"""The one interface every KD method implements, and the registry that names them.
+
+A method's params and the pairs it serves are its spec (kdlab.distill.spec, torch-free); its
+`Distiller` here computes the loss."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.models.base import Features, ShapeInfo, probe_shapes
-
-
-@dataclasses.dataclass(frozen=True)
-class PairInfo:
-    """What a method may adapt to: the feature shapes of both networks, and prepared artefacts."""
-
-    student: ShapeInfo
-    teacher: ShapeInfo
-    artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
-    """Files made by earlier stages for this method (e.g. ft's pre-trained paraphraser)."""
-
-    @classmethod
-    def probe(cls, student: nn.Module, teacher: nn.Module, image_shape, artifacts=None) -> PairInfo:
-        """Read both networks' feature shapes on images of `image_shape` (H, W, C)."""
-        height, width, channels = image_shape
-        return cls(
-            student=probe_shapes(student, channels, height, width),
-            teacher=probe_shapes(teacher, channels, height, width),
-            artifacts=dict(artifacts or {}),
-        )
+from kdlab.distill.spec import PairInfo
+from kdlab.models.base import Features
 
 
 class Distiller(nn.Module):
@@ -48,10 +30,6 @@ class Distiller(nn.Module):
     def __init__(self, params: Any, pair: PairInfo | None = None) -> None:
         super().__init__()
         self.params = params
-
-    @classmethod
-    def check(cls, params: Any, pair: PairInfo) -> None:
-        """Raise ConfigError (one line, saying why) if this pair of networks cannot be served."""
 
     @property
     def weight(self) -> float:
@@ -126,28 +104,3 @@ def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     if a.shape[-2] * a.shape[-1] > b.shape[-2] * b.shape[-1]:
         return F.adaptive_avg_pool2d(a, b.shape[-2:]), b
     return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
-
-
-def require_conv_maps(method: str, pair: PairInfo) -> None:
-    """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
-    from kdlab.errors import ConfigError
-
-    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
-        if any(len(shape) != 3 for shape in info.stages.values()):
-            raise ConfigError(
-                f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
-                f"stages are token sequences: use none, logit or rkd with a ViT"
-            )
-
-
-def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:
-    """Every name must be a stage of both networks."""
-    from kdlab.errors import ConfigError
-
-    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
-        for name in names:
-            if name not in info.stages:
-                raise ConfigError(
-                    f"{path} names {name!r}, which the {role} does not have; "
-                    f"valid: {', '.join(info.stages)}"
-                )

@@ -13,41 +13,15 @@ Two stages, as in the paper:
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config import check_range
-from kdlab.distill.base import Distiller, PairInfo, register, require_conv_maps
-from kdlab.errors import CheckpointError, ConfigError
+from kdlab.distill.base import Distiller, PairInfo, register
+from kdlab.distill.specs.ft import LAYER, FTParams
+from kdlab.errors import CheckpointError
 
 PARAPHRASER_FORMAT = "kdlab.paraphraser/1"
-LAYER = "stage3"
-
-
-@dataclasses.dataclass(frozen=True)
-class FTParams:
-    """`kd.ft:`"""
-
-    rate: float = 0.5
-    """k: factor channels = round(k · teacher channels)."""
-    paraphraser_epochs: int = 10
-    """Epochs of paraphraser (autoencoder) training on the frozen teacher."""
-    paraphraser_lr: float = 1e-3
-    """Adam learning rate of the paraphraser."""
-    p: int = 1
-    """Norm of the factor difference (the paper uses 1)."""
-    weight: float = 0.5
-    """w in alpha·w·L."""
-
-    def validate(self, path: str) -> None:
-        check_range(f"{path}.rate", self.rate, 0, 4, low_open=True)
-        check_range(f"{path}.paraphraser_epochs", self.paraphraser_epochs, 1, 10_000)
-        check_range(f"{path}.paraphraser_lr", self.paraphraser_lr, 0, 1, low_open=True)
-        check_range(f"{path}.p", self.p, 1, 2)
-        check_range(f"{path}.weight", self.weight, 0, 1e6)
 
 
 def factor_channels(teacher_channels: int, rate: float) -> int:
@@ -122,18 +96,6 @@ class FactorTransfer(Distiller):
         else:  # restored from a checkpoint's state_dict instead
             self.paraphraser = Paraphraser(c_t, params.rate)
         self.paraphraser.requires_grad_(False)
-
-    @classmethod
-    def check(cls, params: FTParams, pair: PairInfo) -> None:
-        require_conv_maps("ft", pair)
-        for role, info in (("student", pair.student), ("teacher", pair.teacher)):
-            if LAYER not in info.stages:
-                raise ConfigError(f"kd.method ft needs a {LAYER} feature map in the {role}")
-        if pair.student.stages[LAYER][1:] != pair.teacher.stages[LAYER][1:]:
-            raise ConfigError(
-                f"kd.method ft needs student and teacher {LAYER} maps of the same spatial size, "
-                f"got {pair.student.stages[LAYER][1:]} and {pair.teacher.stages[LAYER][1:]}"
-            )
 
     def train(self, mode: bool = True):
         super().train(mode)

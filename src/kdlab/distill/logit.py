@@ -8,27 +8,11 @@ gradient scale of the soft term independent of T (Hinton et al., §2).
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import check_range
 from kdlab.distill.base import Distiller, register
-
-
-@dataclasses.dataclass(frozen=True)
-class LogitParams:
-    """`kd.logit:`"""
-
-    temperature: float = 4.0
-    """Softmax temperature T (> 0)."""
-    weight: float = 2.5
-    """w in alpha·w·L."""
-
-    def validate(self, path: str) -> None:
-        check_range(f"{path}.temperature", self.temperature, 0, 1000, low_open=True)
-        check_range(f"{path}.weight", self.weight, 0, 1e6)
+from kdlab.distill.specs.logit import LogitParams
 
 
 def kl_logit_loss(

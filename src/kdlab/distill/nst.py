@@ -13,39 +13,11 @@ Maps of different spatial size are average-pooled to the smaller one first.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import check_range
-from kdlab.distill.base import (
-    Distiller,
-    PairInfo,
-    check_stage_names,
-    match_spatial,
-    register,
-    require_conv_maps,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class NSTParams:
-    """`kd.nst:`"""
-
-    stages: tuple[str, ...] = ("stage3",)
-    """Stages (present in both networks) whose channel distributions are matched."""
-    degree: int = 2
-    """d of the polynomial kernel."""
-    c: float = 0.0
-    """c of the polynomial kernel."""
-    weight: float = 30.0
-    """w in alpha·w·L."""
-
-    def validate(self, path: str) -> None:
-        check_range(f"{path}.degree", self.degree, 1, 8)
-        check_range(f"{path}.c", self.c, 0, 1e3)
-        check_range(f"{path}.weight", self.weight, 0, 1e6)
+from kdlab.distill.base import Distiller, match_spatial, register
+from kdlab.distill.specs.nst import NSTParams
 
 
 def poly_mmd2(s: torch.Tensor, t: torch.Tensor, degree: int, c: float) -> torch.Tensor:
@@ -59,11 +31,6 @@ def poly_mmd2(s: torch.Tensor, t: torch.Tensor, degree: int, c: float) -> torch.
 
 @register("nst", NSTParams)
 class NeuronSelectivityTransfer(Distiller):
-    @classmethod
-    def check(cls, params: NSTParams, pair: PairInfo) -> None:
-        require_conv_maps("nst", pair)
-        check_stage_names("kd.nst.stages", params.stages, pair)
-
     def loss(self, student, teacher, labels):
         total = 0.0
         for name in self.params.stages:

@@ -1,25 +1,33 @@
 """Every KD method by name: imports each module of this package, so each one registers itself.
 
-Adding a method is adding one file to `kdlab/distill/` that defines a `Distiller` subclass
-decorated with `@register("<name>", <ParamsDataclass>)`.
+Adding a method is adding `kdlab/distill/specs/<name>.py` (its `kd.<name>:` params dataclass and
+the pairs it serves, torch-free, registered with `register_spec`) and `kdlab/distill/<name>.py`
+(a `Distiller` subclass decorated with `@register("<name>", <ParamsDataclass>)`).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import pkgutil
 
 import kdlab.distill
-from kdlab.distill.base import METHODS, Distiller, MethodSpec, PairInfo
+from kdlab.distill.base import METHODS, Distiller, MethodSpec
+from kdlab.distill.spec import PairInfo, pair_shapes
+from kdlab.distill.specs import get_spec, load_specs
 from kdlab.errors import ConfigError
 
 DYNAMIC_IMPORTS = ("kdlab.distill",)
 """Packages whose every module this module imports by name (read by kdlab.codedeps)."""
 
 for _module in pkgutil.iter_modules(kdlab.distill.__path__):
-    if _module.name not in ("base", "registry"):
+    if _module.name not in ("base", "registry", "spec", "specs"):
         importlib.import_module(f"kdlab.distill.{_module.name}")
+_ordered = sorted(METHODS.items())  # by name, whichever module was imported first
+METHODS.clear()
+METHODS.update(_ordered)
+if set(METHODS) != set(load_specs()):
+    raise RuntimeError(f"KD methods {sorted(METHODS)} and their specs {sorted(load_specs())} "
+                       "differ: each method needs both files")  # fmt: skip
 
 
 def get_method(method: str) -> MethodSpec:
@@ -35,31 +43,16 @@ def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Di
     if params is None and spec.params_cls is not None:
         params = spec.params_cls()
     if pair is not None:
-        spec.cls.check(params, pair)
+        get_spec(method).check(params, pair)
     return spec.cls(params, pair)
-
-
-@functools.cache
-def probe_pair(dataset: str, teacher_arch: str, student_arch: str) -> tuple[PairInfo, tuple, tuple]:
-    """Both networks' shapes on the dataset's images, and their extractable layers (teacher,
-    student); cached, since a grid asks for the same pair many times."""
-    from kdlab.data.datasets import DATASETS
-    from kdlab.models import make_model
-
-    spec = DATASETS[dataset]
-    height, _, channels = spec.image_shape
-    student, teacher = (make_model(arch, channels, spec.num_classes, height)
-                        for arch in (student_arch, teacher_arch))  # fmt: skip
-    pair = PairInfo.probe(student, teacher, spec.image_shape)
-    return pair, tuple(teacher.hook_points()), tuple(student.hook_points())
 
 
 def check_method_fits_models(params) -> None:
     """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
     if params.kd.method == "none":
         return
-    pair, _, _ = probe_pair(params.data.name, params.teacher.arch, params.student.arch)
-    get_method(params.kd.method).cls.check(params.kd.method_params, pair)
+    pair, _, _ = pair_shapes(params.data.name, params.teacher.arch, params.student.arch)
+    get_spec(params.kd.method).check(params.kd.method_params, pair)
 
 
 def load_checked_params(path="params.yaml"):
@@ -67,7 +60,7 @@ def load_checked_params(path="params.yaml"):
     selected KD method checked against the teacher/student pair."""
     from kdlab.config import load_params
 
-    params = load_params(path, methods=METHODS)
+    params = load_params(path, methods=load_specs())
     check_method_fits_models(params)
     return params
 
@@ -76,4 +69,4 @@ def params_from_dict(raw):
     """kdlab.config.params_from_dict with every registered method's `kd.<method>` section."""
     from kdlab import config
 
-    return config.params_from_dict(raw, METHODS)
+    return config.params_from_dict(raw, load_specs())

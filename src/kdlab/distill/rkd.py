@@ -13,30 +13,11 @@ angle_weight 2) and the overall weight is chosen so the term does not drown cros
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import check_range
 from kdlab.distill.base import Distiller, register
-
-
-@dataclasses.dataclass(frozen=True)
-class RKDParams:
-    """`kd.rkd:`"""
-
-    distance_weight: float = 1.0
-    """w_D."""
-    angle_weight: float = 2.0
-    """w_A."""
-    weight: float = 15.0
-    """w in alpha·w·L."""
-
-    def validate(self, path: str) -> None:
-        check_range(f"{path}.distance_weight", self.distance_weight, 0, 1e6)
-        check_range(f"{path}.angle_weight", self.angle_weight, 0, 1e6)
-        check_range(f"{path}.weight", self.weight, 0, 1e6)
+from kdlab.distill.specs.rkd import RKDParams
 
 
 def distance_potential(e: torch.Tensor) -> torch.Tensor:

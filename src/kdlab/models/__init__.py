@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from kdlab.architectures import RESNET_DEPTHS, VITS
 from kdlab.errors import ConfigError
 from kdlab.models.base import FeatureModel, Features, ShapeInfo, probe_shapes
 from kdlab.models.resnet import CifarResNet
 from kdlab.models.vit import ViT
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
-    **{f"resnet{depth}": partial(CifarResNet, depth) for depth in (8, 14, 20, 32, 44, 56, 110)},
-    "vit_tiny": partial(ViT, depth=4, heads=4, dim=64, mlp_dim=128),
+    **{f"resnet{depth}": partial(CifarResNet, depth) for depth in RESNET_DEPTHS},
+    **{name: partial(ViT, **config) for name, config in VITS.items()},
 }
+"""Built from kdlab.architectures' tables, which give the same shapes without torch."""
 
 
 def make_model(arch: str, in_channels: int, num_classes: int, image_size: int = 32) -> FeatureModel:

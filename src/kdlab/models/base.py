@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from kdlab.architectures import ShapeInfo
+
 
 @dataclasses.dataclass
 class Features:
@@ -56,15 +58,6 @@ class FeatureModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits
-
-
-@dataclasses.dataclass(frozen=True)
-class ShapeInfo:
-    """Per-sample feature shapes of a model on a given input size (what KD methods adapt to)."""
-
-    stages: dict[str, tuple[int, ...]]  # name -> (C, H, W) for conv maps, (T, D) for tokens
-    embedding_dim: int
-    num_classes: int
 
 
 def probe_shapes(model: FeatureModel, in_channels: int, height: int, width: int) -> ShapeInfo:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdlab.architectures import RESNET_STAGE_CHANNELS as STAGE_CHANNELS
+from kdlab.architectures import RESNET_STAGE_STRIDES
 from kdlab.models.base import FeatureModel, Features
-
-STAGE_CHANNELS = (16, 32, 64)
 
 
 class BasicBlock(nn.Module):
@@ -56,7 +56,9 @@ class CifarResNet(FeatureModel):
             nn.ReLU(inplace=True),
         )
         channels = STAGE_CHANNELS[0]
-        for i, (width, stride) in enumerate(zip(STAGE_CHANNELS, (1, 2, 2), strict=True), start=1):
+        for i, (width, stride) in enumerate(
+            zip(STAGE_CHANNELS, RESNET_STAGE_STRIDES, strict=True), start=1
+        ):
             layers = []
             for b in range(blocks):
                 layers.append(BasicBlock(channels, width, stride if b == 0 else 1))

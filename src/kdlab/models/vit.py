@@ -10,12 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdlab.architectures import vit_patch_size
 from kdlab.models.base import FeatureModel, Features
-
-
-def patch_size_for(image_size: int) -> int:
-    """A 4×4 patch grid for tiny images (8×8 digits: 2×2 patches), 4-pixel patches otherwise."""
-    return max(1, image_size // 4) if image_size <= 16 else 4
 
 
 class ViT(FeatureModel):
@@ -27,7 +23,7 @@ class ViT(FeatureModel):
         from torchvision.models.vision_transformer import VisionTransformer
 
         super().__init__()
-        patch = patch_size_for(image_size)
+        patch = vit_patch_size(image_size)
         if image_size % patch:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
         self.vit = VisionTransformer(image_size=image_size, patch_size=patch, num_layers=depth,

@@ -1,0 +1,104 @@
+"""What validation knows of the KD methods without torch: each method's params and the
+teacher/student pairs it can serve.
+
+Each method's `kd.<method>:` params dataclass and its `check(params, pair)` live in
+`kdlab/distill/specs/<method>.py`, which imports nothing heavy; its loss (an `nn.Module`) lives
+in `kdlab/distill/<method>.py`. `kdlab.distill.specs.load_specs()` imports every spec module
+(this module does not, so the teacher stage, which needs only `PairInfo`, depends on no
+method's params). `kdlab check`, the `check` stage, `kdlab grid queue` and
+`kdlab slurm submit` validate through this module and the networks' computed shapes
+(kdlab.architectures), so they never import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdlab.architectures import ShapeInfo, feature_shapes, layer_names
+from kdlab.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class PairInfo:
+    """What a method may adapt to: the feature shapes of both networks, and prepared artefacts."""
+
+    student: ShapeInfo
+    teacher: ShapeInfo
+    artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    """Files made by earlier stages for this method (e.g. ft's pre-trained paraphraser)."""
+
+    @classmethod
+    def probe(cls, student, teacher, image_shape, artifacts=None) -> PairInfo:
+        """Read two built networks' feature shapes on images of `image_shape` (H, W, C)."""
+        from kdlab.models.base import probe_shapes  # torch: the networks exist already
+
+        height, width, channels = image_shape
+        return cls(
+            student=probe_shapes(student, channels, height, width),
+            teacher=probe_shapes(teacher, channels, height, width),
+            artifacts=dict(artifacts or {}),
+        )
+
+
+def _serves_any_pair(params: Any, pair: PairInfo) -> None:
+    """The check of a method that serves every pair (it reads only logits or embeddings)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params_cls: type | None
+    """The `kd.<name>:` dataclass (None: the method has no params)."""
+    check: Callable[[Any, PairInfo], None] = _serves_any_pair
+    """Raise ConfigError (one line, saying why) if the pair of networks cannot be served."""
+
+
+SPECS: dict[str, MethodSpec] = {}
+
+
+def register_spec(name: str, params_cls: type | None = None,
+                  check: Callable[[Any, PairInfo], None] = _serves_any_pair) -> None:  # fmt: skip
+    """Called by kdlab/distill/specs/<name>.py: `kd.method: <name>` exists, with these params."""
+    if name in SPECS:
+        raise RuntimeError(f"KD method {name!r} registered twice")
+    SPECS[name] = MethodSpec(name, params_cls, check)
+
+
+@functools.cache
+def pair_shapes(
+    dataset: str, teacher_arch: str, student_arch: str
+) -> tuple[PairInfo, tuple, tuple]:
+    """Both networks' shapes on the dataset's images, and their extractable layers (teacher,
+    student), computed (kdlab.architectures), not probed."""
+    from kdlab.data.datasets import DATASETS
+
+    spec = DATASETS[dataset]
+    height = spec.image_shape[0]
+    teacher, student = (feature_shapes(arch, spec.num_classes, height)
+                        for arch in (teacher_arch, student_arch))  # fmt: skip
+    return PairInfo(student, teacher), layer_names(teacher), layer_names(student)
+
+
+def require_conv_maps(method: str, pair: PairInfo) -> None:
+    """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
+    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
+        if any(len(shape) != 3 for shape in info.stages.values()):
+            raise ConfigError(
+                f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
+                f"stages are token sequences: use none, logit or rkd with a ViT"
+            )
+
+
+def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:
+    """Every name must be a stage of both networks."""
+    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
+        for name in names:
+            if name not in info.stages:
+                raise ConfigError(
+                    f"{path} names {name!r}, which the {role} does not have; "
+                    f"valid: {', '.join(info.stages)}"
+                )
