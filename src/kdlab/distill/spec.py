@@ -5,9 +5,9 @@ Each method's `kd.<method>:` params dataclass and its `check(params, pair)` live
 `kdlab/distill/specs/<method>.py`, which imports nothing heavy; its loss (an `nn.Module`) lives
 in `kdlab/distill/<method>.py`. `kdlab.distill.specs.load_specs()` imports every spec module
 (this module does not, so the teacher stage, which needs only `PairInfo`, depends on no
-method's params). `kdlab check`, the `check` stage, `kdlab grid queue` and
-`kdlab slurm submit` validate through this module and the networks' computed shapes
-(kdlab.architectures), so they never import torch.
+method's params). `kdlab check`, `kdlab grid queue` and `kdlab slurm submit` validate through
+this module and the networks' computed shapes (kdlab.architectures), so they never import torch
+(the `check` stage does, only to see that a requested CUDA device exists).
 """
 
 from __future__ import annotations
