@@ -72,13 +72,16 @@ def repo(tmp_path) -> Path:
         git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", sha)
         git(repo, "reset", "-q", "--hard", head)
     run_dir = repo / ".dvc/tmp/exps/run"
-    queue = {"digits-logit-a0.9-s0": "queued", "digits-at-a0.9-s0": "running",
+    queue = {"digits-logit-a0.9-s0": "queued", "digits-none-s9": "queued",
+             "digits-at-a0.9-s0": "running",
              "digits-at-a0.9-s1": "waiting", "digits-logit-a0.9-s1": "failed",
              "digits-none-s1": "dead"}  # fmt: skip
     for name, state in queue.items():
-        rev = _commit(repo, {"params.yaml": _params(kd__alpha=0.9)}, f"stash {name}")
+        params = _params(kd__method="none", seed=9) if name.endswith("s9") else _params(
+            kd__alpha=0.9, kd__method="at" if "-at-" in name else "logit")  # fmt: skip
+        rev = _commit(repo, {"params.yaml": params}, f"stash {name}")
         git(repo, "reset", "-q", "--hard", head)
-        message = f"dvc-exp:{rev}:{head}:{name}"
+        message = f"dvc-exp:{head}:{head}:{name}"  # as DVC writes it: HEAD, baseline, name
         stash = "refs/exps/celery/failed" if state == "failed" else "refs/exps/celery/stash"
         if state in ("queued", "failed"):
             git(repo, "update-ref", "--create-reflog", "-m", message, stash, rev)
@@ -131,6 +134,10 @@ def test_every_state_and_the_paired_delta(repo):
     # a KD param differs (weight): still the same baseline
     assert rows[LONG]["delta"] == pytest.approx(0.925 - 0.90)
     assert rows["digits-logit-a0.9-s0"]["state"] == "queued"
+    # each queued entry with its own params (the stash commit's, not the baseline's)
+    assert (rows["digits-none-s9"]["state"], rows["digits-none-s9"]["method"],
+            rows["digits-none-s9"]["seed"]) == ("queued", "none", 9)  # fmt: skip
+    assert rows["digits-at-a0.9-s0"]["method"] == "at"
     assert rows["digits-at-a0.9-s0"]["state"] == "running (student epoch 3/30)"
     assert rows["digits-at-a0.9-s1"]["state"] == "running (waiting for teacher)"
     assert rows["digits-none-s1"]["state"] == "dead"
@@ -150,10 +157,10 @@ def test_table_fits_160_columns_and_counts_states(repo):
     short = [line.split()[0] for line in lines if line.startswith("fashion_mnist-")]
     assert len(short) == 1 and "…" in short[0] and short[0].endswith("-s0"), short
     assert "running (student epoch 3/30)" in out  # the state is never shortened first
-    assert "13 experiments: 1 dead, 6 done, 1 failed, 2 not queued, 1 queued, 2 running" in lines
+    assert "14 experiments: 1 dead, 6 done, 1 failed, 2 not queued, 2 queued, 2 running" in lines
     assert any(line.startswith("digits-logit-a0.9-s1: failed, log ") for line in lines)
     narrow = run(["kdlab", "show", "--width", "130"], cwd=repo).stdout.splitlines()
-    end = next(i for i, line in enumerate(narrow) if line.startswith("13 experiments"))
+    end = next(i for i, line in enumerate(narrow) if line.startswith("14 experiments"))
     table = narrow[:end]  # the failed and dead experiments' logs come after the table
     assert max(len(line) for line in table) <= 130, table
 
@@ -164,7 +171,7 @@ def test_sort_filter_and_formats(repo):
     assert [r["name"] for r in rows][:2] == ["digits-logit-a0.5-s0", "digits-at-a0.5-s0"]
     assert all(r["name"].startswith("digits-") and "-a0.5-" in r["name"] for r in rows)
     assert rows[0]["delta"] and not rows[-1]["delta"]  # blanks last
-    md = kdlab_show(repo, "--only", "digits-none-*", "--md").stdout.splitlines()
+    md = kdlab_show(repo, "--only", "digits-none-s[01]", "--md").stdout.splitlines()
     assert md[0].startswith("| experiment | state |") and len(md) == 2 + 2
     assert json.loads(kdlab_show(repo, "--only", "nothing-*", "--json", check=False).stdout
                       or "[]") == []  # fmt: skip

@@ -41,9 +41,11 @@ from kdlab.gitutil import git_output
 STUDENT_METRICS = "metrics/student/metrics.json"
 TEACHER_METRICS = "metrics/teacher/metrics.json"
 ANALYSIS_METRICS = "metrics/analysis.json"
-# DVC's ExpStashEntry message: dvc-exp:<stash rev>:<baseline rev>:<name>
+# The reflog message of a queued experiment (DVC's ExpStashEntry): dvc-exp:<HEAD when queued>:
+# <baseline rev>:<name>. The stash commit itself (its params.yaml, its run directory's name) is
+# the reflog entry's commit.
 STASH_MESSAGE = re.compile(
-    r"dvc-exp:(?P<rev>[0-9a-f]{40}):(?P<baseline>[0-9a-f]{40}):(?P<name>.*)$"
+    r"dvc-exp:(?P<head>[0-9a-f]{40}):(?P<baseline>[0-9a-f]{40}):(?P<name>.*)$"
 )
 # DVC's TaskStatus (dvc/repo/experiments/executor/base.py) as kdlab names it.
 TASK_STATES = {0: "queued", 1: "running", 2: "running", 3: "done", 4: "failed", 5: "cancelled",
@@ -195,14 +197,16 @@ def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]
 
 
 def stash_entries(repo: Path, ref: str) -> list[dict[str, str]]:
-    """The entries of one of DVC's experiment stashes (a reflog), oldest first."""
-    proc = subprocess.run(["git", "log", "-g", "--format=%gs", ref], cwd=repo,
+    """The entries of one of DVC's experiment stashes (a reflog), oldest first: the stash
+    commit (`rev`), the baseline and the experiment's name."""
+    proc = subprocess.run(["git", "log", "-g", "--format=%H %gs", ref], cwd=repo,
                           capture_output=True, text=True, check=False)  # fmt: skip
     entries = []
     for line in reversed(proc.stdout.splitlines() if proc.returncode == 0 else []):
-        match = STASH_MESSAGE.search(line)
+        rev, _, message = line.partition(" ")
+        match = STASH_MESSAGE.search(message)
         if match:
-            entries.append(match.groupdict())
+            entries.append({"rev": rev, **match.groupdict()})
     return entries
 
 

@@ -184,6 +184,13 @@ def test_queued_experiments_share_teacher_and_paraphraser_via_the_run_cache(repo
         dvc(repo, "exp", "run", "--queue", "train_student", "-n", name, "-S", "seed=1",
             "-S", f"kd.alpha={alpha}", "-S", "kd.method=ft",
             "-S", "kd.ft.paraphraser_epochs=1")  # fmt: skip
+    # kdlab show lists each queued experiment with its own params (DVC's stash commits)
+    shown = json.loads(run([str(VENV_BIN / "kdlab"), "show", "--json", "--only", "seed1-*"],
+                           cwd=repo).stdout)  # fmt: skip
+    assert {(r["name"], r["state"], r["method"], r["alpha"], r["seed"]) for r in shown} == {
+        ("seed1-ft-a0.3", "queued", "ft", 0.3, 1),
+        ("seed1-ft-a0.7", "queued", "ft", 0.7, 1),
+    }
     try:
         dvc(repo, "queue", "start", "-j", "1")
         deadline = time.monotonic() + 600
