@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from .services import unavailable
 
 # Runs in the page after load: every plot div DVC wrote, whether vega drew an SVG with marks in
 # it, and whether each image fits the window (dvc plots diff puts revisions side by side).
@@ -36,9 +35,7 @@ window.addEventListener('load', () => setTimeout(() => {
 def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium not installed")
+        unavailable("browser", "chromium not installed (.ci/run installs Debian's chromium)")
     return exe
 
 

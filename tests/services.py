@@ -37,6 +37,17 @@ def require(binaries: tuple[str, ...], what: str) -> None:
         unavailable(what, problem)
 
 
+def path_without_slurm(tmp_path: Path) -> dict[str, str]:
+    """env_extra for `run`: PATH with the venv and git only, as on a machine without SLURM."""
+    from .conftest import VENV_BIN
+
+    bin_dir = tmp_path / "no-slurm-bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "git").exists():
+        (bin_dir / "git").symlink_to(shutil.which("git"))
+    return {"PATH": f"{VENV_BIN}{os.pathsep}{bin_dir}"}
+
+
 def unavailable(what: str, problem: str) -> None:
     """Skip locally, fail in CI: CI must run every test (.ci/run installs what they need)."""
     if os.environ.get("CI"):

@@ -209,13 +209,9 @@ def test_slurm_jobs_from_the_ledger_without_a_cluster(repo, tmp_path):
             }
         )
     )
-    no_slurm = tmp_path / "bin"  # git and the venv, no squeue: not a login node
-    no_slurm.mkdir()
-    (no_slurm / "git").symlink_to(run(["which", "git"], cwd=repo).stdout.strip())
-    from .conftest import VENV_BIN
+    from .services import path_without_slurm
 
-    out = run(["kdlab", "show", "--json"], cwd=repo,
-              env_extra={"PATH": f"{VENV_BIN}:{no_slurm}"}).stdout  # fmt: skip
+    out = run(["kdlab", "show", "--json"], cwd=repo, env_extra=path_without_slurm(tmp_path)).stdout
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["digits-at-a0.5-s1"]["state"] == "submitted (job 42)"  # was "not queued"
     assert rows["digits-at-a0.9-s1"]["state"].startswith("running")  # the local queue's word

@@ -48,10 +48,9 @@ def page_html() -> str:
 
 
 def write_page(path: Path = PAGE) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page_html(), encoding="utf8")
-    tmp.replace(path)
+    from kdlab.fsutil import write_bytes_atomic
+
+    write_bytes_atomic(path, page_html().encode("utf8"))
     return path
 
 

@@ -125,6 +125,8 @@ def _json(blob: bytes | None) -> dict:
 
 
 def _yaml(blob: bytes | None) -> dict:
+    # libyaml's C loader, not kdlab.config.load_yaml's pure-Python one: hundreds of params
+    # files per call, and the columns shown (names, alpha, seed) parse the same in both.
     if not blob:
         return {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -320,17 +322,10 @@ def planned_rows(repo: Path, params_path: Path, head: str) -> list[Row]:
         plan = plan_grid(GridConfig(**given))
     except (ConfigError, TypeError, ValueError, AttributeError, KeyError):
         return []
-    rows = []
-    for exp in plan:
-        params = json.loads(json.dumps(raw))
-        for path, text in exp.overrides:
-            *parents, leaf = path.split(".")
-            node = params
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(text)
-        rows.append(describe(exp.name, "not queued", params, head))
-    return rows
+    from kdlab.validate import with_overrides
+
+    return [describe(exp.name, "not queued", with_overrides(raw, exp.overrides), head)
+            for exp in plan]  # fmt: skip
 
 
 def pair_with_baselines(rows: Iterable[Row]) -> None:

@@ -195,15 +195,12 @@ def test_a_pack_is_one_job_running_each_experiment_in_its_own_workspace(tmp_path
 def test_no_cluster_dry_run_renders_every_script_and_status_says_so_in_one_line(tmp_path):
     """On a laptop (no SLURM installed) --dry-run still renders every job; status and a real
     submit name the problem in one line instead of squeue's fatal error."""
-    from ..conftest import VENV_BIN, run
+    from ..conftest import run
     from ..repos import make_clone
+    from ..services import path_without_slurm
 
     repo = make_clone(tmp_path)
-    no_slurm = tmp_path / "bin"  # PATH with git and the venv, without squeue/sbatch
-    no_slurm.mkdir()
-    (no_slurm / "git").symlink_to(subprocess.run(["which", "git"], capture_output=True,
-                                                 text=True).stdout.strip())  # fmt: skip
-    path_env = {"PATH": f"{VENV_BIN}:{no_slurm}"}
+    path_env = path_without_slurm(tmp_path)  # no squeue/sbatch: not a login node
     dry = run(["kdlab", "slurm", "submit", "--dry-run"], cwd=repo, env_extra=path_env)
     from kdlab.grid import load_grid_plan
 
