@@ -220,13 +220,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """`teacher:` / `student:` the network and how it is optimised."""
+    """`teacher:` / `student:` the network and how it is optimised (TeacherConfig, StudentConfig).
+
+    Every default here is the one params.yaml and the README state (tests/test_defaults.py)."""
 
     arch: str = "resnet20"
-    """Model name from the registry (kdlab.models.MODELS)."""
+    """Model name (kdlab.architectures.arch_names())."""
     epochs: int = 30
     """Number of passes over the training split."""
-    batch_size: int = 128
+    batch_size: int = 64
     """Training batch size; the last incomplete batch of an epoch is dropped."""
     eval_batch_size: int = 1024
     """Batch size for evaluation (no gradients, so it can be larger)."""
@@ -244,9 +246,9 @@ class TrainConfig:
     """Epochs at which a multistep schedule multiplies the rate by gamma."""
     gamma: float = 0.1
     """Multistep decay factor."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy; only ever applied to a pure model (see KDConfig)."""
-    save_epochs: tuple[int, ...] = ()
+    save_epochs: tuple[int, ...] = (10, 20)
     """Epochs after which a milestone checkpoint is kept (models/<role>/milestones/)."""
     compile: bool | Literal["auto"] = "auto"
     """torch.compile the training step and evaluation; auto = on CUDA only (off on CPU)."""
@@ -279,6 +281,20 @@ class TrainConfig:
             raise ConfigError(
                 f"{path}.milestones must be non-empty when {path}.schedule is multistep"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig(TrainConfig):
+    """`teacher:` the network that is distilled from."""
+
+    arch: str = "resnet20"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig(TrainConfig):
+    """`student:` the network that learns (its label_smoothing only ever for kd.method none)."""
+
+    arch: str = "resnet8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,8 +457,8 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
         seed=seed,
         device=device,
         data=build_dataclass(DataConfig, raw.get("data"), "data"),
-        teacher=build_dataclass(TrainConfig, raw.get("teacher"), "teacher"),
-        student=build_dataclass(TrainConfig, raw.get("student"), "student"),
+        teacher=build_dataclass(TeacherConfig, raw.get("teacher"), "teacher"),
+        student=build_dataclass(StudentConfig, raw.get("student"), "student"),
         kd=build_kd_config(raw.get("kd"), methods),
         extract=build_dataclass(ExtractConfig, raw.get("extract"), "extract"),
         analyze=build_dataclass(AnalyzeConfig, raw.get("analyze"), "analyze"),

@@ -55,11 +55,11 @@ class GridConfig:
 
     datasets: tuple[str, ...] = ("digits",)
     """Datasets (data.name), one teacher per dataset and seed."""
-    methods: tuple[str, ...] = ("logit",)
+    methods: tuple[str, ...] = ("logit", "at")
     """KD methods crossed with alphas and seeds (`none` is the baseline; see `baseline`)."""
-    alphas: tuple[float, ...] | dict = (0.5,)
+    alphas: tuple[float, ...] | dict = (0.5, 0.9)
     """kd.alpha values for every KD method, or a mapping method -> its values."""
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1)
     """Seeds: every teacher, baseline and KD student is run once per seed."""
     baseline: bool = True
     """Also run the pure student (kd.method none) once per dataset and seed."""

@@ -85,7 +85,7 @@ def test_sae_reconstructs_sparse_data_with_unit_norm_decoder():
 
 def test_sae_is_seeded():
     x = sparse_data(n=1000)
-    cfg = SAEConfig(epochs=2)
+    cfg = SAEConfig(expansion=4, l1=1e-3, epochs=2, batch_size=256)
     a, _ = train_sae(x, cfg, seed=3)
     b, _ = train_sae(x, cfg, seed=3)
     c, _ = train_sae(x, cfg, seed=4)

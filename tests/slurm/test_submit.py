@@ -52,7 +52,7 @@ def test_bad_slurm_params_are_one_clear_line(raw, message):
 
 def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
     ctx = context(tmp_path, partition="gpu", account="lab", gpus=2, extra=("--qos=high",))
-    student = next(e for e in plan_grid(GridConfig(methods=("at",))) if e.role == "student")
+    student = next(e for e in plan_grid(GridConfig(methods=("at",), alphas=(0.5,), seeds=(0,))) if e.role == "student")
     script = render_script(ctx, [student])
     assert not re.search(r"\{\{\w+\}\}", script)
     for line in ("#SBATCH --job-name=kdlab-digits-at-a0.5-s0", "#SBATCH --requeue",
@@ -77,7 +77,7 @@ def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
 def test_remote_makes_jobs_fetch_and_push_the_run_cache(tmp_path):
     ctx = context(tmp_path)
     ctx = Context(ctx.repo, ctx.commit, ctx.cache_dir, True, ctx.config)
-    script = render_script(ctx, plan_grid(GridConfig())[:1])
+    script = render_script(ctx, plan_grid(GridConfig(seeds=(0,)))[:1])
     assert "dvc fetch --run-cache" in script and "dvc exp push --run-cache origin" in script
     assert script.rstrip().endswith('echo "kdlab: job $JOB done, $(date -Is)"')
 
@@ -86,11 +86,11 @@ def test_unknown_template_field_is_reported(tmp_path):
     ctx = context(tmp_path)
     (tmp_path / "slurm/experiment.sbatch").write_text("#!/bin/bash\n{{gpu_count}}\n")
     with pytest.raises(ConfigError, match=r"slurm.template uses \{\{gpu_count\}\}"):
-        render_script(ctx, plan_grid(GridConfig())[:1])
+        render_script(ctx, plan_grid(GridConfig(seeds=(0,)))[:1])
 
 
 def test_select_adds_the_teachers_it_needs():
-    plan = plan_grid(GridConfig(methods=("at", "logit"), seeds=(0, 1)))
+    plan = plan_grid(GridConfig(methods=("at", "logit"), alphas=(0.5,), seeds=(0, 1)))
     chosen = [e.name for e in select(plan, "digits-at-*-s1")]
     assert chosen == ["digits-teacher-s1", "digits-at-a0.5-s1"]
     with pytest.raises(ConfigError, match="matches no experiment"):
@@ -175,7 +175,7 @@ def test_packs_keep_teachers_apart_and_group_students_by_teacher():
 
 def test_a_pack_is_one_job_running_each_experiment_in_its_own_workspace(tmp_path):
     ctx = context(tmp_path, experiments_per_gpu=3)
-    pack = make_packs(plan_grid(GridConfig(methods=("logit", "at"))), 3)[1]
+    pack = make_packs(plan_grid(GridConfig(methods=("logit", "at"), alphas=(0.5,), seeds=(0,))), 3)[1]
     script = render_script(ctx, pack)
     assert "#SBATCH --job-name=kdlab-digits-none-s0+2" in script
     assert "#SBATCH --comment=kdlab:digits-none-s0,digits-logit-a0.5-s0,digits-at-a0.5-s0" in script

@@ -21,13 +21,15 @@ from kdlab.progress import bar
 
 @dataclasses.dataclass(frozen=True)
 class SAEConfig:
-    expansion: int = 4
+    """One SAE fit; the params users set come from `analyze:` (kdlab.config.AnalyzeConfig)."""
+
+    expansion: int
     """Latents = expansion × input dimension."""
-    l1: float = 1e-3
+    l1: float
     """λ, the L1 sparsity weight (on inputs scaled to unit mean squared norm)."""
+    epochs: int
+    batch_size: int
     lr: float = 1e-3
-    epochs: int = 20
-    batch_size: int = 256
     init_samples: int = 4096
     """How many samples the b_dec mean is taken over."""
     dense_threshold: float = 0.1
