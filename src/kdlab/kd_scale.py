@@ -16,6 +16,8 @@ import dataclasses
 
 import torch
 
+from kdlab.data.datasets import DATASETS
+from kdlab.data.loader import Batch
 from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.models import make_model
@@ -54,7 +56,8 @@ def measure_pair(
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, channels, height, width, generator=gen)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
-    pair = PairInfo.probe(student, teacher, image_shape, artifacts)
+    pair = PairInfo.probe(student, teacher, image_shape, artifacts,
+                          train_size=DATASETS[dataset].train_size)  # fmt: skip
     with torch.no_grad():
         t_feats = teacher.forward_features(images)
         s_feats = student.forward_features(images)
@@ -62,7 +65,8 @@ def measure_pair(
     for method in methods:
         distiller = make_distiller(method, None, pair)
         with torch.no_grad():
-            terms = student_loss(distiller, alpha, s_feats, t_feats, labels)
+            terms = student_loss(distiller, alpha, s_feats, t_feats,
+                                 Batch(images, labels, torch.arange(batch)))  # fmt: skip
         ce = (1 - alpha) * terms.ce.item()
         kd = alpha * distiller.weight * terms.kd.item()
         rows.append(ScaleRow(dataset, teacher_arch, student_arch, method, ce, kd, kd / ce))

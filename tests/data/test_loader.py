@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdlab.data.loader import BatchLoader, Split, epoch_generator, load_dataset, random_crop
+from kdlab.data.loader import Batch, BatchLoader, Split, epoch_generator, load_dataset, random_crop
 
 
 def make_split(n=40, channels=3, size=6) -> Split:
@@ -20,13 +20,14 @@ def loader(split, **kw) -> BatchLoader:
     return BatchLoader(split, **{**defaults, **kw})
 
 
-def epoch_batches(ldr: BatchLoader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def epoch_batches(ldr: BatchLoader, epoch: int) -> list[Batch]:
     ldr.set_epoch(epoch)
     return list(ldr)
 
 
 def same(a, b) -> bool:
-    return all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b, strict=True))
+    return all(torch.equal(x, y) for p, q in zip(a, b, strict=True)
+               for x, y in zip(p, q, strict=True))  # fmt: skip
 
 
 def test_augmentation_is_seeded():
@@ -49,15 +50,15 @@ def test_every_epoch_is_a_permutation_without_repeats():
     ldr.set_epoch(5)
     order, _, _ = ldr.epoch_plan()
     assert sorted(order.tolist()) == list(range(40))
-    for _images, labels in ldr:
+    for _images, labels, _indices in ldr:
         labels_seen.append(labels)
     assert len(labels_seen) == 5  # 40 // 8 full batches, none dropped here
 
 
 def test_last_incomplete_batch_is_dropped_in_training_only():
     split = make_split(n=20)
-    assert [len(y) for _, y in loader(split)] == [8, 8]
-    assert [len(y) for _, y in loader(split, train=False)] == [8, 8, 4]
+    assert [len(b.labels) for b in loader(split)] == [8, 8]
+    assert [len(b.labels) for b in loader(split, train=False)] == [8, 8, 4]
 
 
 def reference_augment(image_chw: torch.Tensor, padding: int, top: int, left: int, flip: bool):
@@ -72,7 +73,8 @@ def test_batch_augmentation_equals_per_sample_reference():
     ldr = loader(split, batch_size=16, crop_padding=2)
     ldr.set_epoch(7)
     order, offsets, flips = ldr.epoch_plan()
-    (images, labels), = list(ldr)  # fmt: skip
+    (images, labels, indices), = list(ldr)  # fmt: skip
+    assert torch.equal(indices, order)
     for row, idx in enumerate(order.tolist()):
         expected = (
             reference_augment(
@@ -92,12 +94,12 @@ def test_no_flip_when_disabled_and_no_augmentation_in_eval():
     ldr = loader(split, batch_size=16, crop_padding=0, horizontal_flip=False)
     ldr.set_epoch(0)
     order, _, _ = ldr.epoch_plan()
-    (images, _), = list(ldr)  # fmt: skip
+    (images, _, _), = list(ldr)  # fmt: skip
     expected = split.images[order].float() * ldr.scale + ldr.shift
     assert torch.allclose(images, expected, atol=1e-6)
     ev = loader(split, train=False, batch_size=16)
-    (images, labels), = list(ev)  # fmt: skip
-    assert torch.equal(labels, split.labels)
+    (images, labels, indices), = list(ev)  # fmt: skip
+    assert torch.equal(labels, split.labels) and torch.equal(indices, torch.arange(16))
     assert torch.allclose(images, split.images.float() * ev.scale + ev.shift, atol=1e-6)
 
 
@@ -116,7 +118,7 @@ def test_epoch_generator_depends_only_on_seed_and_epoch():
 def test_normalised_digits_have_zero_mean_unit_std(digits_dir):
     data = load_dataset(digits_dir)
     ev = BatchLoader(data.train, 4096, data.meta["mean"], data.meta["std"], train=False)
-    (images, _), = list(ev)  # fmt: skip
+    (images, _, _), = list(ev)  # fmt: skip
     assert images.shape == (1437, 1, 8, 8)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert images.mean().item() == pytest.approx(0.0, abs=1e-5)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdlab.data.loader import Batch
 from kdlab.distill.at import ATParams
 from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.fitnets import FitNetsParams
@@ -17,6 +18,7 @@ from kdlab.distill.ft import PARAPHRASER_FORMAT, FTParams, Paraphraser
 from kdlab.distill.nst import NSTParams
 from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.distill.rkd import RKDParams
+from kdlab.distill.specs import load_specs
 from kdlab.errors import CheckpointError, ConfigError
 from kdlab.models import Features, make_model, probe_shapes
 from kdlab.training.checkpoint import save_checkpoint
@@ -48,13 +50,12 @@ def build(method: str, student, teacher, tmp_path, params=None):
     return make_distiller(method, params, pair_of(student, teacher, artifacts=artifacts))
 
 
-def test_registry_lists_all_seven_methods():
-    assert sorted(METHODS) == ["at", "fitnets", "ft", "logit", "none", "nst", "rkd"]
+def test_registry_lists_every_method_by_name_with_its_spec():
+    assert list(METHODS) == sorted(METHODS) == list(load_specs())
+    assert {"none", "logit", "fitnets", "at", "nst", "rkd", "ft"} <= set(METHODS)
     with pytest.raises(ConfigError) as excinfo:
-        make_distiller("crd")
-    assert str(excinfo.value) == (
-        "kd.method must be one of at, fitnets, ft, logit, none, nst, rkd, got 'crd'"
-    )
+        make_distiller("kdd")
+    assert str(excinfo.value) == f"kd.method must be one of {', '.join(METHODS)}, got 'kdd'"
 
 
 @pytest.mark.parametrize("method", FEATURE_METHODS)
@@ -67,7 +68,8 @@ def test_finite_loss_and_gradients_reach_student_and_method_never_teacher(method
     t_feats = Features({k: v.detach().requires_grad_(True) for k, v in t_feats.stages.items()},
                        t_feats.embedding.detach().requires_grad_(True),
                        t_feats.logits.detach().requires_grad_(True))  # fmt: skip
-    terms = student_loss(distiller, 0.5, student.forward_features(x), t_feats, labels)
+    batch = Batch(x, labels, torch.arange(6))
+    terms = student_loss(distiller, 0.5, student.forward_features(x), t_feats, batch)
     assert torch.isfinite(terms.kd) and terms.kd.item() > 0
     terms.total.backward()
     assert all(t.grad is None for t in (*t_feats.stages.values(), t_feats.embedding))
@@ -75,7 +77,7 @@ def test_finite_loss_and_gradients_reach_student_and_method_never_teacher(method
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     kd_only = torch.autograd.grad(
-        distiller.loss(student.forward_features(x), t_feats, labels),
+        distiller.loss(student.forward_features(x), t_feats, batch),
         [p for p in student.parameters()], allow_unused=True,
     )  # fmt: skip
     assert any(g is not None and g.abs().sum() > 0 for g in kd_only)  # KD term moves the student

@@ -52,7 +52,8 @@ def test_bad_slurm_params_are_one_clear_line(raw, message):
 
 def test_rendered_script_is_valid_bash_with_every_field(tmp_path):
     ctx = context(tmp_path, partition="gpu", account="lab", gpus=2, extra=("--qos=high",))
-    student = next(e for e in plan_grid(GridConfig(methods=("at",), alphas=(0.5,), seeds=(0,))) if e.role == "student")
+    grid = GridConfig(methods=("at",), alphas=(0.5,), seeds=(0,))
+    student = next(e for e in plan_grid(grid) if e.role == "student")
     script = render_script(ctx, [student])
     assert not re.search(r"\{\{\w+\}\}", script)
     for line in ("#SBATCH --job-name=kdlab-digits-at-a0.5-s0", "#SBATCH --requeue",
@@ -175,7 +176,8 @@ def test_packs_keep_teachers_apart_and_group_students_by_teacher():
 
 def test_a_pack_is_one_job_running_each_experiment_in_its_own_workspace(tmp_path):
     ctx = context(tmp_path, experiments_per_gpu=3)
-    pack = make_packs(plan_grid(GridConfig(methods=("logit", "at"), alphas=(0.5,), seeds=(0,))), 3)[1]
+    grid = GridConfig(methods=("logit", "at"), alphas=(0.5,), seeds=(0,))
+    pack = make_packs(plan_grid(grid), 3)[1]
     script = render_script(ctx, pack)
     assert "#SBATCH --job-name=kdlab-digits-none-s0+2" in script
     assert "#SBATCH --comment=kdlab:digits-none-s0,digits-logit-a0.5-s0,digits-at-a0.5-s0" in script

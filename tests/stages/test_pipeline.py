@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kdlab.distill.specs import load_specs
 from kdlab.training.checkpoint import load_checkpoint
 
 from ..browser import probe_page, screenshot
@@ -215,7 +216,7 @@ def test_queued_experiments_share_teacher_and_paraphraser_via_the_run_cache(repo
     assert all(rows[n]["params"]["seed"] == 1 for n in names)
 
 
-@pytest.mark.parametrize("method", ["none", "logit", "fitnets", "at", "nst", "rkd", "ft"])
+@pytest.mark.parametrize("method", list(load_specs()))
 def test_every_method_runs_as_a_dvc_experiment(repo, restore, method):
     name = f"method-{method}"
     # Up to the student: extract/analyze are exercised by the other pipeline tests.

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from kdlab.config import TrainConfig
-from kdlab.data.loader import Split
+from kdlab.data.loader import Batch, Split
 from kdlab.distill.base import Distiller, student_loss
 from kdlab.models import FeatureModel
 from kdlab.training.loop import make_scheduler
@@ -115,7 +115,8 @@ def reference_train_epoch(
         if run.distiller.needs_teacher:
             with torch.no_grad():
                 teacher = run.teacher.forward_features(images)
-        terms = student_loss(run.distiller, run.alpha, student, teacher, labels,
+        batch = Batch(images, labels, torch.zeros_like(labels))  # no method here reads indices
+        terms = student_loss(run.distiller, run.alpha, student, teacher, batch,
                              run.label_smoothing)  # fmt: skip
         run.optimizer.zero_grad()
         terms.total.backward()

@@ -35,7 +35,7 @@ from kdlab.bench.reference import (
     reference_train_epoch,
 )
 from kdlab.config import TrainConfig
-from kdlab.data.loader import BatchLoader, Split
+from kdlab.data.loader import Batch, BatchLoader, Split
 from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.errors import ConfigError
@@ -225,7 +225,7 @@ def measure_kdlab(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
 def resident_batches(train: Split, cfg: BenchConfig, count: int = 8) -> list:
     """A few batches already augmented and normalised on the device."""
     loader = kdlab_loader(head(train, count * cfg.batch_size), cfg)
-    return [(images.clone(), labels.clone()) for images, labels in loader]
+    return [Batch(*(t.clone() for t in batch)) for batch in loader]
 
 
 def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
@@ -234,13 +234,13 @@ def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
     distiller = distiller.to(opts.device).train()
     alpha = 0.0 if method == "none" else 0.5
 
-    def forward_loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward_loss(batch: Batch) -> torch.Tensor:
         with autocast(opts.device):
-            features = student.forward_features(images)
+            features = student.forward_features(batch.images)
             target = None
             if distiller.needs_teacher:
-                target = frozen_features(teacher, images, inference=False)
-            return student_loss(distiller, alpha, features, target, labels).total
+                target = frozen_features(teacher, batch.images, inference=False)
+            return student_loss(distiller, alpha, features, target, batch).total
 
     loss_fn = torch.compile(forward_loss, dynamic=False) if opts.bound_compile else forward_loss
     params = [p for p in (*student.parameters(), *distiller.parameters()) if p.requires_grad]
@@ -248,10 +248,9 @@ def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
 
     def run(count: int) -> None:
         for i in range(count):
-            images, labels = batches[i % len(batches)]
             for p in params:
                 p.grad = None
-            loss_fn(images, labels).backward()
+            loss_fn(batches[i % len(batches)]).backward()
 
     run(cfg.warmup)
     return cfg.steps * cfg.batch_size / timed(opts.device, lambda: run(cfg.steps))

@@ -10,9 +10,11 @@ the batches an uninterrupted one would, and there is no per-sample Python on the
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -101,9 +103,22 @@ def load_dataset(data_dir: str | Path, verify: bool = True) -> Dataset:
     return Dataset(train=split("train"), test=split("test"), meta=meta)
 
 
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+class Stream(enum.IntEnum):
+    """The independent random streams of a run: each epoch of each is its own generator."""
+
+    TRAIN = 0
+    """The main training epochs' order and augmentation."""
+    PRETRAIN = 1
+    """A KD method's pre-training of the student (FitNets' hint stage)."""
+    PARAPHRASER = 2
+    """Factor Transfer's paraphraser training."""
+    KD_METHOD = 3
+    """A KD method's own draws during training (CRD's negatives)."""
+
+
+def epoch_generator(seed: int, epoch: int, stream: Stream = Stream.TRAIN) -> torch.Generator:
     """A CPU generator whose state depends only on (seed, epoch, stream)."""
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
+    state = np.random.SeedSequence([seed, epoch, int(stream)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -121,11 +136,19 @@ def random_crop(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> to
     return cropped.permute(0, 3, 1, 2)
 
 
+class Batch(NamedTuple):
+    """One batch: images float32 (B, C, H, W), normalised, channels_last; labels (B,); and
+    indices (B,), each sample's position in its split (for methods with per-sample state)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
 class BatchLoader:
     """Batches of a device-resident split: shuffled and augmented (train) or in order (eval).
 
-    Yields (images, labels) with images as float32 (B, C, H, W), normalised with the dataset's
-    train mean/std, in channels_last memory format.
+    Yields `Batch`es, images normalised with the dataset's train mean/std.
     """
 
     def __init__(
@@ -153,10 +176,10 @@ class BatchLoader:
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
         self.epoch = 0
-        self.stream = 0
+        self.stream = Stream.TRAIN
 
-    def set_epoch(self, epoch: int, stream: int = 0) -> None:
-        """Select the epoch (and stream: 0 training, 1 pre-training) the next iteration uses."""
+    def set_epoch(self, epoch: int, stream: Stream = Stream.TRAIN) -> None:
+        """Select the epoch (and random stream) the next iteration uses."""
         self.epoch = epoch
         self.stream = stream
 
@@ -176,7 +199,7 @@ class BatchLoader:
         device = self.split.images.device
         return order.to(device), offsets.to(device), flips.to(device)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         n = len(self.split)
         if self.train:
             order, offsets, flips = self.epoch_plan()
@@ -188,6 +211,7 @@ class BatchLoader:
         for start in range(0, stop, self.batch_size):
             end = min(start + self.batch_size, stop)
             if order is None:
+                idx = torch.arange(start, end, device=self.split.labels.device)
                 images = self.split.images[start:end]
                 labels = self.split.labels[start:end]
             else:
@@ -198,4 +222,4 @@ class BatchLoader:
                 if self.horizontal_flip:
                     images = torch.where(flips[idx].view(-1, 1, 1, 1), images.flip(3), images)
             images = images.float().mul_(self.scale).add_(self.shift)
-            yield images.contiguous(memory_format=torch.channels_last), labels
+            yield Batch(images.contiguous(memory_format=torch.channels_last), labels, idx)

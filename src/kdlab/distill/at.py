@@ -26,7 +26,7 @@ def attention_map(features: torch.Tensor, p: float) -> torch.Tensor:
 
 @register("at", ATParams)
 class AttentionTransfer(Distiller):
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         total = 0.0
         for name in self.params.stages:
             s, t = match_spatial(student.stages[name], teacher.stages[name].detach())

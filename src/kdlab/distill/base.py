@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.data.loader import Batch
 from kdlab.distill.spec import PairInfo
 from kdlab.models.base import Features
 
@@ -21,6 +22,11 @@ class Distiller(nn.Module):
 
     The student's loss is (1 - alpha)·CE + alpha·weight·L_method (see `student_loss`). Teacher
     features arrive without gradient; a method must never send gradient into the teacher.
+
+    What a method may use besides the features: the batch's labels and sample indices
+    (`loss`), the epoch and a generator of its own random stream (`begin_epoch`), and the
+    training split's size (`PairInfo.train_size`, for per-sample state such as CRD's memory).
+    State kept across steps must be buffers: they are checkpointed with the method.
     """
 
     needs_teacher: ClassVar[bool] = True
@@ -36,11 +42,13 @@ class Distiller(nn.Module):
         """w in alpha·w·L_method; methods without a `weight` param use 1."""
         return float(getattr(self.params, "weight", 1.0))
 
-    def loss(
-        self, student: Features, teacher: Features | None, labels: torch.Tensor
-    ) -> torch.Tensor:
+    def loss(self, student: Features, teacher: Features | None, batch: Batch) -> torch.Tensor:
         """The unweighted KD term, a scalar."""
         raise NotImplementedError
+
+    def begin_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Called before each training epoch (`epoch` counts from 0) with a CPU generator seeded
+        by (seed, epoch) alone, so a resumed run draws what an uninterrupted one would."""
 
     def pretrain_epochs(self) -> int:
         """Epochs of a method's own pre-training of the student (FitNets hints); 0 = none."""
@@ -86,14 +94,14 @@ def student_loss(
     alpha: float,
     student: Features,
     teacher: Features | None,
-    labels: torch.Tensor,
+    batch: Batch,
     label_smoothing: float = 0.0,
 ) -> LossTerms:
     """(1 - alpha)·CE + alpha·w·L_method; a method without a teacher trains on CE alone."""
-    ce = F.cross_entropy(student.logits.float(), labels, label_smoothing=label_smoothing)
+    ce = F.cross_entropy(student.logits.float(), batch.labels, label_smoothing=label_smoothing)
     if not distiller.needs_teacher:
         return LossTerms(total=ce, ce=ce, kd=torch.zeros_like(ce))
-    kd = distiller.loss(student, teacher, labels).float()
+    kd = distiller.loss(student, teacher, batch).float()
     return LossTerms(total=(1.0 - alpha) * ce + alpha * distiller.weight * kd, ce=ce, kd=kd)
 
 

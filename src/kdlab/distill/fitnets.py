@@ -51,7 +51,7 @@ class FitNets(Distiller):
         hint = teacher.stages[self.params.hint_layer].detach()
         return F.mse_loss(guided.float(), hint.float())
 
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         return self.hint_loss(student, teacher)
 
     def pretrain_epochs(self) -> int:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.data.loader import Stream
 from kdlab.distill.base import Distiller, PairInfo, register
 from kdlab.distill.specs.ft import LAYER, FTParams
 from kdlab.errors import CheckpointError
@@ -102,7 +103,7 @@ class FactorTransfer(Distiller):
         self.paraphraser.eval()  # frozen: its BatchNorm statistics never move
         return self
 
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         with torch.no_grad():
             f_t = self.paraphraser.encoder(teacher.stages[LAYER].detach().float())
         f_s = self.translator(student.stages[LAYER])
@@ -121,9 +122,9 @@ def train_paraphraser(
     paraphraser, optimizer = None, None
     last = float("nan")
     for epoch in progress(range(params.paraphraser_epochs)):
-        loader.set_epoch(epoch, stream=2)
+        loader.set_epoch(epoch, Stream.PARAPHRASER)
         total, batches = torch.zeros((), device=device), 0
-        for images, _labels in loader:
+        for images, _labels, _indices in loader:
             with torch.no_grad():
                 target = teacher.forward_features(images).stages[LAYER].float()
             if paraphraser is None:

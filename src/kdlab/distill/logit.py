@@ -27,5 +27,5 @@ def kl_logit_loss(
 
 @register("logit", LogitParams)
 class LogitKD(Distiller):
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         return kl_logit_loss(student.logits, teacher.logits, self.params.temperature)

@@ -9,5 +9,5 @@ class NoDistillation(Distiller):
 
     needs_teacher = False
 
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         raise RuntimeError("the pure baseline has no KD term")

@@ -31,7 +31,7 @@ def poly_mmd2(s: torch.Tensor, t: torch.Tensor, degree: int, c: float) -> torch.
 
 @register("nst", NSTParams)
 class NeuronSelectivityTransfer(Distiller):
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         total = 0.0
         for name in self.params.stages:
             s, t = match_spatial(

@@ -35,7 +35,7 @@ def angle_potential(e: torch.Tensor) -> torch.Tensor:
 
 @register("rkd", RKDParams)
 class RelationalKD(Distiller):
-    def loss(self, student, teacher, labels):
+    def loss(self, student, teacher, batch):
         e_s = student.embedding.float()
         e_t = teacher.embedding.detach().float()
         with torch.no_grad():

@@ -30,9 +30,11 @@ class PairInfo:
     teacher: ShapeInfo
     artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
     """Files made by earlier stages for this method (e.g. ft's pre-trained paraphraser)."""
+    train_size: int = 0
+    """Samples in the training split (batches' indices are below it); 0 = unknown (validation)."""
 
     @classmethod
-    def probe(cls, student, teacher, image_shape, artifacts=None) -> PairInfo:
+    def probe(cls, student, teacher, image_shape, artifacts=None, train_size=0) -> PairInfo:
         """Read two built networks' feature shapes on images of `image_shape` (H, W, C)."""
         from kdlab.models.base import probe_shapes  # torch: the networks exist already
 
@@ -41,10 +43,11 @@ class PairInfo:
             student=probe_shapes(student, channels, height, width),
             teacher=probe_shapes(teacher, channels, height, width),
             artifacts=dict(artifacts or {}),
+            train_size=train_size,
         )
 
 
-def _serves_any_pair(params: Any, pair: PairInfo) -> None:
+def serves_any_pair(params: Any, pair: PairInfo) -> None:
     """The check of a method that serves every pair (it reads only logits or embeddings)."""
 
 
@@ -53,7 +56,7 @@ class MethodSpec:
     name: str
     params_cls: type | None
     """The `kd.<name>:` dataclass (None: the method has no params)."""
-    check: Callable[[Any, PairInfo], None] = _serves_any_pair
+    check: Callable[[Any, PairInfo], None] = serves_any_pair
     """Raise ConfigError (one line, saying why) if the pair of networks cannot be served."""
 
 
@@ -61,7 +64,7 @@ SPECS: dict[str, MethodSpec] = {}
 
 
 def register_spec(name: str, params_cls: type | None = None,
-                  check: Callable[[Any, PairInfo], None] = _serves_any_pair) -> None:  # fmt: skip
+                  check: Callable[[Any, PairInfo], None] = serves_any_pair) -> None:  # fmt: skip
     """Called by kdlab/distill/specs/<name>.py: `kd.method: <name>` exists, with these params."""
     if name in SPECS:
         raise RuntimeError(f"KD method {name!r} registered twice")
@@ -81,16 +84,6 @@ def pair_shapes(
     teacher, student = (feature_shapes(arch, spec.num_classes, height)
                         for arch in (teacher_arch, student_arch))  # fmt: skip
     return PairInfo(student, teacher), layer_names(teacher), layer_names(student)
-
-
-def require_conv_maps(method: str, pair: PairInfo) -> None:
-    """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
-    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
-        if any(len(shape) != 3 for shape in info.stages.values()):
-            raise ConfigError(
-                f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
-                f"stages are token sequences: use none, logit or rkd with a ViT"
-            )
 
 
 def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:

@@ -107,8 +107,9 @@ def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], n
     with contextlib.ExitStack() as stack:
         acts = stack.enter_context(capture_layers(model, layers))
         attn = stack.enter_context(capture_attention(model)) if attention else {}
-        for images, _labels in bar(loader, f"extract {name}", total=len(loader), unit="img",
-                                   scale=loader.batch_size):  # fmt: skip
+        batches = bar(loader, f"extract {name}", total=len(loader), unit="img",
+                      scale=loader.batch_size)  # fmt: skip
+        for images, _labels, _indices in batches:
             model(images)
             for layer in layers:
                 writer.write(f"{name}/{layer}", start, acts[layer])
@@ -122,7 +123,7 @@ def test_logits(model: FeatureModel, loader: BatchLoader, role: str, writer: _Ar
     """`model`'s float32 logits on every image of `loader`, as `logits/<role>`."""
     model.eval()
     start = 0
-    for images, _labels in loader:
+    for images, _labels, _indices in loader:
         logits = model(images)
         writer.write(f"logits/{role}", start, logits)
         start += len(images)

@@ -1,8 +1,8 @@
 """A small Vision Transformer built on nn.MultiheadAttention (torchvision's VisionTransformer).
 
 Stages are the outputs of the encoder blocks (`block1`..`blockL`), token sequences (B, T, D)
-with the class token first; the embedding is the final LayerNorm's class token. Methods that
-need convolutional maps (fitnets, at, nst, ft) refuse this model; `none`, `logit` and `rkd` work.
+with the class token first; the embedding is the final LayerNorm's class token. KD methods that
+need convolutional maps refuse this model (kdlab.distill.specs.require_conv_maps).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.config import TrainConfig
-from kdlab.data.loader import BatchLoader
+from kdlab.data.loader import Batch, BatchLoader, Stream, epoch_generator
 from kdlab.distill.base import Distiller, student_loss
 from kdlab.models import FeatureModel
 from kdlab.models.base import Features
@@ -103,11 +103,11 @@ def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool
 class StepFunctions:
     """The forward of a training step and of evaluation, eager or compiled; built once per run.
 
-    `train(images, labels)` returns (loss to backpropagate, per-batch sums (4,): loss·B, CE·B,
-    KD·B, correct); `evaluate(images)` returns logits.
+    `train(batch)` returns (loss to backpropagate, per-batch sums (4,): loss·B, CE·B, KD·B,
+    correct); `evaluate(images)` returns logits.
     """
 
-    train: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    train: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
     evaluate: Callable[[torch.Tensor], torch.Tensor]
     compiled: bool = False
 
@@ -125,19 +125,19 @@ def make_eval_forward(model: nn.Module, device: torch.device):
 def make_step_functions(
     state: TrainState, objective: Objective, device: torch.device, compile: bool = False
 ) -> StepFunctions:
-    def train_forward(images: torch.Tensor, labels: torch.Tensor):
+    def train_forward(batch: Batch):
         with autocast(device):
-            student = state.model.forward_features(images)
+            student = state.model.forward_features(batch.images)
             teacher = None
             if state.distiller.needs_teacher:
-                teacher = frozen_features(objective.teacher, images, inference=not compile)
+                teacher = frozen_features(objective.teacher, batch.images, inference=not compile)
             terms = student_loss(
-                state.distiller, objective.alpha, student, teacher, labels,
+                state.distiller, objective.alpha, student, teacher, batch,
                 objective.label_smoothing,
             )  # fmt: skip
-        batch = labels.shape[0]
-        correct = (student.logits.argmax(1) == labels).sum()
-        sums = torch.stack([terms.total * batch, terms.ce * batch, terms.kd * batch, correct])
+        size = batch.labels.shape[0]
+        correct = (student.logits.argmax(1) == batch.labels).sum()
+        sums = torch.stack([terms.total * size, terms.ce * size, terms.kd * size, correct])
         return terms.total, sums.detach()
 
     eval_forward = make_eval_forward(state.model, device)
@@ -167,14 +167,14 @@ def train_one_epoch(
     state.distiller.train()
     sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
     seen = 0
-    for images, labels in batches(loader):
+    for batch in batches(loader):
         stop.check()
-        total, batch_sums = steps.train(images, labels)
+        total, batch_sums = steps.train(batch)
         state.optimizer.zero_grad(set_to_none=True)
         total.backward()
         state.optimizer.step()
         sums += batch_sums
-        seen += labels.shape[0]
+        seen += batch.labels.shape[0]
     loss, ce, kd, correct = (sums / seen).tolist()  # the one host sync of the epoch
     if not state.distiller.needs_teacher:
         return {"loss": loss, "acc": correct}
@@ -199,8 +199,8 @@ def pretrain_epochs(
         weight_decay=defaults["weight_decay"],
     )  # fmt: skip
     for epoch in range(state.distiller.pretrain_epochs()):
-        loader.set_epoch(epoch, stream=1)
-        for images, _labels in loader:
+        loader.set_epoch(epoch, Stream.PRETRAIN)
+        for images, _labels, _indices in loader:
             stop.check()
             with autocast(device):
                 student = state.model.forward_features(images)
@@ -226,7 +226,7 @@ def evaluate(
     sums = torch.zeros(2, device=device)
     seen = 0
     with torch.inference_mode():
-        for images, labels in loader:
+        for images, labels, _indices in loader:
             logits = forward(images)
             sums[0] += F.cross_entropy(logits, labels, reduction="sum")
             sums[1] += (logits.argmax(1) == labels).sum()
@@ -252,6 +252,8 @@ def run_epochs(
     steps = make_step_functions(state, objective, device, compile)
     for epoch in epoch_progress(range(state.epoch, epochs)):
         train_loader.set_epoch(epoch)
+        state.distiller.begin_epoch(epoch, epoch_generator(train_loader.seed, epoch,
+                                                           Stream.KD_METHOD))  # fmt: skip
         lr = state.optimizer.param_groups[0]["lr"]
         train = train_one_epoch(state, objective, train_loader, device, steps,
                                 lambda loader, e=epoch: batch_progress(loader, e))  # fmt: skip

@@ -7,7 +7,7 @@ import functools
 import importlib
 import pkgutil
 
-from kdlab.distill.spec import SPECS, MethodSpec
+from kdlab.distill.spec import SPECS, MethodSpec, PairInfo, serves_any_pair
 from kdlab.errors import ConfigError
 
 DYNAMIC_IMPORTS = ("kdlab.distill.specs",)
@@ -30,3 +30,14 @@ def get_spec(method: str) -> MethodSpec:
     if method not in specs:
         raise ConfigError(f"kd.method must be one of {', '.join(specs)}, got {method!r}")
     return specs[method]
+
+
+def require_conv_maps(method: str, pair: PairInfo) -> None:
+    """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
+    for role, info in (("student", pair.student), ("teacher", pair.teacher)):
+        if any(len(shape) != 3 for shape in info.stages.values()):
+            any_pair = [n for n, s in load_specs().items() if s.check is serves_any_pair]
+            raise ConfigError(
+                f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
+                f"stages are token sequences: use {' or '.join(any_pair)} with a ViT"
+            )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from kdlab.config import check_range
-from kdlab.distill.spec import PairInfo, register_spec, require_conv_maps
+from kdlab.distill.spec import PairInfo, register_spec
+from kdlab.distill.specs import require_conv_maps
 from kdlab.errors import ConfigError
 
 
