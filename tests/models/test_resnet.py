@@ -5,26 +5,33 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdlab.architectures import load_archs
 from kdlab.errors import ConfigError
-from kdlab.models import MODELS, make_model
+from kdlab.models import make_model
 
 # Option-B CIFAR ResNets (1×1 conv + BN shortcuts), 3 input channels, 10 classes. The counts are
 # the ones published for RepDistiller's resnet20 / resnet56 (0.27M / 0.86M), written here once
 # and cross-checked below by an independent closed-form count.
 PUBLISHED_PARAMS = {"resnet20": 272_474, "resnet56": 855_770}
+PUBLISHED_CIFAR100_MILLIONS = {"resnet8x4": 1.23, "resnet32x4": 7.43}
+"""The KD literature's CIFAR-100 tables (RepDistiller's models; e.g. CRD, DKD): 100 classes."""
+
+RESNETS = sorted(name for name, spec in load_archs().items() if spec.family == "resnet")
 
 
-def closed_form_params(depth: int, in_channels: int, num_classes: int) -> int:
-    blocks = (depth - 2) // 6
-    total = in_channels * 16 * 9 + 2 * 16  # stem conv + BN
-    channels = 16
-    for width, stride in zip((16, 32, 64), (1, 2, 2), strict=True):
+def closed_form_params(arch: str, in_channels: int, num_classes: int) -> int:
+    config = load_archs()[arch].config
+    blocks = (config["depth"] - 2) // 6
+    stem, *widths = config["widths"]
+    total = in_channels * stem * 9 + 2 * stem  # stem conv + BN
+    channels = stem
+    for width, stride in zip(widths, (1, 2, 2), strict=True):
         for b in range(blocks):
             total += channels * width * 9 + width * width * 9 + 4 * width  # 2 convs + 2 BNs
             if b == 0 and (stride != 1 or channels != width):
                 total += channels * width + 2 * width  # 1×1 shortcut conv + BN
             channels = width
-    return total + 64 * num_classes + num_classes  # fc
+    return total + channels * num_classes + num_classes  # fc
 
 
 @pytest.mark.parametrize("arch", ["resnet20", "resnet56"])
@@ -32,13 +39,25 @@ def test_parameter_count_matches_published_value(arch):
     model = make_model(arch, in_channels=3, num_classes=10)
     count = sum(p.numel() for p in model.parameters())
     assert count == PUBLISHED_PARAMS[arch]
-    assert count == closed_form_params(int(arch[6:]), 3, 10)
+    assert count == closed_form_params(arch, 3, 10)
 
 
-@pytest.mark.parametrize("arch", sorted(a for a in MODELS if a.startswith("resnet")))
+@pytest.mark.parametrize("arch", sorted(PUBLISHED_CIFAR100_MILLIONS))
+def test_wide_resnets_of_repdistiller_have_the_published_size(arch):
+    model = make_model(arch, in_channels=3, num_classes=100)
+    count = sum(p.numel() for p in model.parameters())
+    assert round(count / 1e6, 2) == PUBLISHED_CIFAR100_MILLIONS[arch]
+    assert count == closed_form_params(arch, 3, 100)
+    feats = model.forward_features(torch.randn(2, 3, 32, 32))
+    assert [tuple(t.shape[1:]) for t in feats.stages.values()] == [
+        (64, 32, 32), (128, 16, 16), (256, 8, 8)]  # fmt: skip
+    assert feats.embedding.shape == (2, 256)
+
+
+@pytest.mark.parametrize("arch", RESNETS)
 def test_any_input_channels_and_classes(arch):
     model = make_model(arch, in_channels=1, num_classes=7)
-    assert sum(p.numel() for p in model.parameters()) == closed_form_params(int(arch[6:]), 1, 7)
+    assert sum(p.numel() for p in model.parameters()) == closed_form_params(arch, 1, 7)
 
 
 @pytest.mark.parametrize(("arch", "size"), [("resnet20", 32), ("resnet56", 32), ("resnet20", 8)])

@@ -1,9 +1,10 @@
 """CIFAR ResNets (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, §4.2).
 
-depth = 6n + 2: a 3×3 stem with 16 channels, then three stages of n BasicBlocks with 16, 32 and
-64 channels (strides 1, 2, 2), global average pooling and a linear classifier. Where a block
-changes shape its shortcut is a 1×1 convolution + BatchNorm (option B), as in the CIFAR
-ResNets that the KD literature benchmarks on (RepDistiller / CRD).
+depth = 6n + 2: a 3×3 stem, then three stages of n BasicBlocks (strides 1, 2, 2), global average
+pooling and a linear classifier. Widths (stem, stage1..3) are 16, 16, 32, 64 for resnet<depth>
+and 32, 64, 128, 256 for RepDistiller's resnet8x4 / resnet32x4 (kdlab.architectures.resnet).
+Where a block changes shape its shortcut is a 1×1 convolution + BatchNorm (option B), as in
+the CIFAR ResNets that the KD literature benchmarks on (RepDistiller / CRD).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdlab.architectures import RESNET_STAGE_CHANNELS as STAGE_CHANNELS
-from kdlab.architectures import RESNET_STAGE_STRIDES
+from kdlab.architectures.resnet import STRIDES
+from kdlab.models import register_family
 from kdlab.models.base import FeatureModel, Features
 
 
@@ -36,14 +37,16 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+@register_family("resnet")
 class CifarResNet(FeatureModel):
-    """ResNet-(6n+2) for small images; stages `stage1`..`stage3` and a 64-d `embedding`."""
+    """ResNet-(6n+2) for small images; stages `stage1`..`stage3`, `embedding` of widths[-1]."""
 
     stage_names = ("stage1", "stage2", "stage3")
 
     def __init__(
-        self, depth: int, in_channels: int = 3, num_classes: int = 10, image_size: int | None = None
-    ) -> None:
+        self, depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64),
+        in_channels: int = 3, num_classes: int = 10, image_size: int | None = None,
+    ) -> None:  # fmt: skip
         """`image_size` is accepted for a uniform registry; these ResNets take any size."""
         super().__init__()
         if (depth - 2) % 6 != 0:
@@ -51,14 +54,12 @@ class CifarResNet(FeatureModel):
         blocks = (depth - 2) // 6
         self.depth = depth
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, STAGE_CHANNELS[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(STAGE_CHANNELS[0]),
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        channels = STAGE_CHANNELS[0]
-        for i, (width, stride) in enumerate(
-            zip(STAGE_CHANNELS, RESNET_STAGE_STRIDES, strict=True), start=1
-        ):
+        channels = widths[0]
+        for i, (width, stride) in enumerate(zip(widths[1:], STRIDES, strict=True), start=1):
             layers = []
             for b in range(blocks):
                 layers.append(BasicBlock(channels, width, stride if b == 0 else 1))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdlab.architectures import vit_patch_size
+from kdlab.architectures.vit import vit_patch_size
+from kdlab.models import register_family
 from kdlab.models.base import FeatureModel, Features
 
 
+@register_family("vit")
 class ViT(FeatureModel):
     def __init__(
         self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
