@@ -221,7 +221,7 @@ def test_every_method_runs_as_a_dvc_experiment(repo, restore, method):
     name = f"method-{method}"
     # Up to the student: extract/analyze are exercised by the other pipeline tests.
     out = dvc(repo, "exp", "run", "train_student", "-n", name, "-S", f"kd.method={method}",
-              "-S", "kd.ft.paraphraser_epochs=2")  # fmt: skip
+              "-S", "kd.ft.paraphraser_epochs=2", "-S", "kd.crd.negatives=512")  # fmt: skip
     assert "train_student" in ran_stages(out), out
     assert "train_teacher" not in ran_stages(out)  # the teacher is shared, never retrained
     row = next(r for r in exp_rows(repo) if r["name"] == name)

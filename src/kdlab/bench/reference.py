@@ -25,7 +25,8 @@ from kdlab.training.loop import make_scheduler
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
-    """One (image, label) at a time from HWC uint8 arrays, through a torchvision transform."""
+    """One (image, label, index) at a time from HWC uint8 arrays, through a torchvision
+    transform (the index as RepDistiller's CIFAR100Instance gives it, for CRD's memory)."""
 
     def __init__(self, images_nhwc: np.ndarray, labels: np.ndarray, transform: v2.Transform):
         self.images_nhwc = images_nhwc
@@ -35,8 +36,8 @@ class PerSampleDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images_nhwc[index]), int(self.labels[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.transform(self.images_nhwc[index]), int(self.labels[index]), index
 
 
 def make_transform(
@@ -106,16 +107,16 @@ def reference_train_epoch(
     run.model.train()
     run.distiller.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    for step, (images, labels) in enumerate(loader):
+    for step, (images, labels, indices) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
-        images, labels = images.to(device), labels.to(device)
+        images, labels, indices = images.to(device), labels.to(device), indices.to(device)
         student = run.model.forward_features(images)
         teacher = None
         if run.distiller.needs_teacher:
             with torch.no_grad():
                 teacher = run.teacher.forward_features(images)
-        batch = Batch(images, labels, torch.zeros_like(labels))  # no method here reads indices
+        batch = Batch(images, labels, indices)
         terms = student_loss(run.distiller, run.alpha, student, teacher, batch,
                              run.label_smoothing)  # fmt: skip
         run.optimizer.zero_grad()
@@ -132,7 +133,7 @@ def reference_evaluate(model: torch.nn.Module, loader: DataLoader, device: torch
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     with torch.no_grad():
-        for images, labels in loader:
+        for images, labels, _indices in loader:
             images, labels = images.to(device), labels.to(device)
             logits = model(images)
             loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()

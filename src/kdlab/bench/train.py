@@ -159,13 +159,14 @@ def head(split: Split, count: int) -> Split:
     return Split(split.images[:count], split.labels[:count])
 
 
-def make_pair(cfg: BenchConfig, method: str, device: torch.device):
-    """A fresh student (with its KD method) and a frozen teacher, both seeded."""
+def make_pair(cfg: BenchConfig, method: str, device: torch.device, train_size: int):
+    """A fresh student (with its KD method for `train_size` samples) and a frozen teacher."""
     torch.manual_seed(0)
     student = make_model(cfg.student, cfg.channels, cfg.classes, cfg.image_size)
     teacher = make_model(cfg.teacher, cfg.channels, cfg.classes, cfg.image_size)
     teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-    pair = PairInfo.probe(student, teacher, (cfg.image_size, cfg.image_size, cfg.channels))
+    pair = PairInfo.probe(student, teacher, (cfg.image_size, cfg.image_size, cfg.channels),
+                          train_size=train_size)  # fmt: skip
     distiller = make_distiller(method, None, pair)
     return student, distiller, teacher
 
@@ -184,7 +185,7 @@ def timed(device: torch.device, work: Callable[[], object]) -> float:
 
 
 def measure_reference(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
-    student, distiller, teacher = make_pair(cfg, method, opts.device)
+    student, distiller, teacher = make_pair(cfg, method, opts.device, len(train))
     student, distiller = student.to(opts.device), distiller.to(opts.device)
     optimizer = make_optimizer([*student.parameters(), *distiller.parameters()], TrainConfig(),
                                opts.device, fast=False)  # fmt: skip
@@ -198,8 +199,8 @@ def measure_reference(cfg: BenchConfig, method: str, train: Split, opts: Options
     return cfg.steps * cfg.batch_size / seconds
 
 
-def make_kdlab_run(cfg: BenchConfig, method: str, opts: Options):
-    student, distiller, teacher = make_pair(cfg, method, opts.device)
+def make_kdlab_run(cfg: BenchConfig, method: str, opts: Options, train_size: int):
+    student, distiller, teacher = make_pair(cfg, method, opts.device, train_size)
     state = build_state(student, distiller, TrainConfig(), opts.device)
     objective = Objective(alpha=0.0 if method == "none" else 0.5, label_smoothing=0.0,
                           teacher=teacher)  # fmt: skip
@@ -213,7 +214,7 @@ def kdlab_loader(split: Split, cfg: BenchConfig) -> BatchLoader:
 
 
 def measure_kdlab(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
-    state, objective, steps = make_kdlab_run(cfg, method, opts)
+    state, objective, steps = make_kdlab_run(cfg, method, opts, len(train))
     warm = kdlab_loader(head(train, cfg.warmup * cfg.batch_size), cfg)
     train_one_epoch(state, objective, warm, opts.device, steps)
     loader = kdlab_loader(head(train, cfg.steps * cfg.batch_size), cfg)
@@ -229,7 +230,7 @@ def resident_batches(train: Split, cfg: BenchConfig, count: int = 8) -> list:
 
 
 def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
-    student, distiller, teacher = make_pair(cfg, method, opts.device)
+    student, distiller, teacher = make_pair(cfg, method, opts.device, len(train))
     student = student.to(opts.device, memory_format=torch.channels_last).train()
     distiller = distiller.to(opts.device).train()
     alpha = 0.0 if method == "none" else 0.5
@@ -258,7 +259,7 @@ def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
 
 def measure_eval(cfg: BenchConfig, test: Split, opts: Options) -> dict[str, float]:
     """Images/s of evaluation: kdlab's (its compiled forward when it compiles) and the reference."""
-    state, _objective, steps = make_kdlab_run(cfg, "none", opts)
+    state, _objective, steps = make_kdlab_run(cfg, "none", opts, len(test))
     loader = BatchLoader(test, cfg.eval_batch_size, MEAN, STD, train=False)
     evaluate(state.model, loader, opts.device, steps.evaluate)  # warm-up (and compilation)
     kdlab = timed(opts.device,

@@ -32,6 +32,9 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = True
     artifacts: ClassVar[tuple[str, ...]] = ()
     """Names of the files in PairInfo.artifacts this method needs."""
+    training_state: ClassVar[tuple[str, ...]] = ()
+    """Buffers that only training needs (CRD's memories): resume checkpoints keep them, model
+    files do not (`model_state_dict`)."""
 
     def __init__(self, params: Any, pair: PairInfo | None = None) -> None:
         super().__init__()
@@ -41,6 +44,10 @@ class Distiller(nn.Module):
     def weight(self) -> float:
         """w in alpha·w·L_method; methods without a `weight` param use 1."""
         return float(getattr(self.params, "weight", 1.0))
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state a model file keeps: everything but `training_state`."""
+        return {k: v for k, v in self.state_dict().items() if k not in self.training_state}
 
     def loss(self, student: Features, teacher: Features | None, batch: Batch) -> torch.Tensor:
         """The unweighted KD term, a scalar."""

@@ -149,7 +149,7 @@ def model_payload(
         "num_classes": dataset.num_classes,
         "image_size": dataset.image_size,
         "state_dict": state.model.state_dict(),
-        "distiller_state_dict": state.distiller.state_dict(),
+        "distiller_state_dict": state.distiller.model_state_dict(),
         "params": role_params(role, params),
         "epoch": state.epoch,
         "metrics": dict(state.history[-1]) if state.history else {},
