@@ -1,15 +1,30 @@
-"""What every stage's entry point shares: logging set-up and one-line errors."""
+"""The one entry point of every stage: arguments, params, seed and device, logging, one-line
+errors. A stage module declares its arguments and its body; `run_stage` does the rest."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from kdlab.config import Params, load_params
 from kdlab.errors import KdlabError
 from kdlab.fsutil import ENVIRONMENT_ERRNOS, describe_os_error
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """What a stage's body gets: its arguments, the validated params and the device."""
+
+    args: argparse.Namespace
+    params: Params | None
+    """None for a stage that reads params.yaml its own way (check)."""
+    device: Any = None
+    """The torch.device (after seeding and torch's numerical flags); None without `start`."""
 
 
 def setup_logging() -> None:
@@ -24,17 +39,28 @@ def setup_logging() -> None:
 def run_stage(
     name: str,
     build_parser: Callable[[argparse.ArgumentParser], None],
-    body: Callable[[argparse.Namespace], None],
+    body: Callable[[StageRun], None],
     argv: Sequence[str] | None = None,
+    *,
+    load: Callable[[Path], Params] | None = load_params,
+    start: Callable[[int, str], Any] | None = None,
 ) -> int:
-    """Parse arguments, run `body`; a KdlabError, Ctrl-C, a full disk or a read-only directory
-    becomes one line on stderr and a non-zero exit status, never a traceback."""
+    """Parse the stage's arguments (and `--params`), load and validate params.yaml with `load`
+    (kdlab.config.load_params; kdlab.distill.registry.load_checked_params for a stage that reads
+    `kd`, which the teacher's must not import), then `start(seed, device)` for a stage that
+    computes (kdlab.training.seeding.start_run: seeds, the device, torch's flags), then `body`.
+
+    A KdlabError, Ctrl-C, a full disk or a read-only directory becomes one line on stderr and a
+    non-zero exit status, never a traceback."""
     parser = argparse.ArgumentParser(prog=f"python -m kdlab.stages.{name}")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     build_parser(parser)
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        body(args)
+        params = load(args.params) if load is not None else None
+        device = start(params.seed, params.device) if start is not None else None
+        body(StageRun(args, params, device))
     except KdlabError as exc:
         print(f"kdlab {name}: error: {exc}", file=sys.stderr)
         return 2
@@ -55,7 +81,6 @@ def run_stage(
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the training stages; dvc.yaml passes every path."""
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset directory")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--metrics-dir", type=Path, required=True)

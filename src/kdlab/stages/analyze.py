@@ -9,13 +9,13 @@ import logging
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import run_stage
+from kdlab.stages._common import StageRun, run_stage
+from kdlab.training.seeding import start_run
 
 log = logging.getLogger("kdlab.analyze")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--activations", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True, help="teacher model.pt")
     parser.add_argument("--student", type=Path, required=True, help="student model.pt")
@@ -24,16 +24,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot-data", type=Path, required=True, help="directory for plot JSON")
 
 
-def body(args: argparse.Namespace) -> None:
+def body(run: StageRun) -> None:
     from kdlab.analysis.pipeline import analyze_cache
     from kdlab.analysis.plots import write_figures, write_plot_data
-    from kdlab.config import load_params
     from kdlab.extract.activations import ActivationCache
     from kdlab.fsutil import atomic_directory, write_bytes_atomic
-    from kdlab.training.seeding import start_run
 
-    params = load_params(args.params)
-    device = start_run(params.seed, params.device)
+    args, params, device = run.args, run.params, run.device
     cache = ActivationCache(args.activations)
     cache.check_fresh({"teacher": args.teacher, "student": args.student})
     result = analyze_cache(cache, params.analyze, params.seed, device)
@@ -51,7 +48,7 @@ def body(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    return run_stage("analyze", add_args, body, argv)
+    return run_stage("analyze", add_args, body, argv, start=start_run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import run_stage
+from kdlab.stages._common import StageRun, run_stage
 
 log = logging.getLogger("kdlab.check")
 
@@ -21,21 +21,21 @@ OK_TEXT = "params.yaml passed kdlab check\n"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True, help="written only when valid")
 
 
-def body(args: argparse.Namespace) -> None:
+def body(run: StageRun) -> None:
     from kdlab.fsutil import write_bytes_atomic
     from kdlab.validate import check_file
 
+    args = run.args
     check_file(args.params, grid_points=False, device=True)
     write_bytes_atomic(args.out, OK_TEXT.encode())
     log.info("%s is valid (every section, the KD methods, layers, the device)", args.params)
 
 
 def main(argv=None) -> int:
-    return run_stage("check", add_args, body, argv)
+    return run_stage("check", add_args, body, argv, load=None)  # validates the file itself
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import run_stage
+from kdlab.stages._common import StageRun, run_stage
+from kdlab.training.seeding import start_run
 
 log = logging.getLogger("kdlab.extract")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset directory")
     parser.add_argument("--teacher-dir", type=Path, required=True, help="models/teacher")
     parser.add_argument("--student-dir", type=Path, required=True, help="models/student")
@@ -29,16 +29,13 @@ def model_checkpoints(role: str, model_dir: Path, milestones: bool) -> dict[str,
     return found
 
 
-def body(args: argparse.Namespace) -> None:
+def body(run: StageRun) -> None:
     from kdlab.checksum import sha256_file
-    from kdlab.config import load_params
     from kdlab.data.loader import load_dataset
     from kdlab.extract.activations import extract_all, sample_indices
     from kdlab.training.checkpoint import load_model
-    from kdlab.training.seeding import start_run
 
-    params = load_params(args.params)
-    device = start_run(params.seed, params.device)
+    args, params, device = run.args, run.params, run.device
     cfg = params.extract
     dataset = load_dataset(args.data)
     checkpoints = {
@@ -62,7 +59,7 @@ def body(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    return run_stage("extract", add_args, body, argv)
+    return run_stage("extract", add_args, body, argv, start=start_run)
 
 
 if __name__ == "__main__":

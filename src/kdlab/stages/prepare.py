@@ -7,23 +7,21 @@ import logging
 import sys
 from pathlib import Path
 
-from kdlab.config import load_params
 from kdlab.data.datasets import prepare_dataset
-from kdlab.stages._common import run_stage
+from kdlab.stages._common import StageRun, run_stage
 
 log = logging.getLogger("kdlab.prepare")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     parser.add_argument(
         "--downloads", type=Path, required=True, help="kept downloads (a broken one resumes)"
     )
 
 
-def body(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+def body(run: StageRun) -> None:
+    args, params = run.args, run.params
     log.info("preparing dataset %s into %s", params.data.name, args.out)
     meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror,
                            params.data.train_subset)  # fmt: skip

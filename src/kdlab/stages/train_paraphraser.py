@@ -12,32 +12,30 @@ import logging
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import run_stage
+from kdlab.distill.registry import load_checked_params
+from kdlab.stages._common import StageRun, run_stage
+from kdlab.training.seeding import start_run
 
 log = logging.getLogger("kdlab.train_paraphraser")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset directory")
     parser.add_argument("--teacher", type=Path, required=True, help="teacher model.pt")
     parser.add_argument("--out", type=Path, required=True, help="paraphraser checkpoint to write")
 
 
-def body(args: argparse.Namespace) -> None:
+def body(run: StageRun) -> None:
     from kdlab.data.loader import load_dataset
     from kdlab.distill.ft import PARAPHRASER_FORMAT, train_paraphraser
-    from kdlab.distill.registry import load_checked_params
     from kdlab.training.checkpoint import save_checkpoint
     from kdlab.training.run import load_frozen_teacher, make_loaders
-    from kdlab.training.seeding import start_run
 
-    params = load_checked_params(args.params)
+    args, params, device = run.args, run.params, run.device
     if params.kd.method != "ft":
         log.info("kd.method is %s: no paraphraser needed, writing a placeholder", params.kd.method)
         save_checkpoint({"format": PARAPHRASER_FORMAT, "trained": False}, args.out)
         return
-    device = start_run(params.seed, params.device)
     dataset = load_dataset(args.data)
     teacher, teacher_sha = load_frozen_teacher(args.teacher, device)
     # The teacher's batch size: this stage must not depend on student params.
@@ -59,7 +57,8 @@ def body(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    return run_stage("train_paraphraser", add_args, body, argv)
+    return run_stage("train_paraphraser", add_args, body, argv, load=load_checked_params,
+                     start=start_run)  # fmt: skip
 
 
 if __name__ == "__main__":

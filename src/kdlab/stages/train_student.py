@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlab.stages._common import add_training_args, run_stage
+from kdlab.distill.registry import load_checked_params
+from kdlab.stages._common import StageRun, add_training_args, run_stage
+from kdlab.training.seeding import start_run
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -15,16 +17,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paraphraser", type=Path, help="ft's paraphraser (train_paraphraser)")
 
 
-def body(args: argparse.Namespace) -> None:
+def body(run: StageRun) -> None:
     from kdlab.data.loader import load_dataset
-    from kdlab.distill.registry import get_method, load_checked_params
+    from kdlab.distill.registry import get_method
     from kdlab.errors import ConfigError
     from kdlab.training.run import RoleOutputs, train_role
-    from kdlab.training.seeding import start_run
     from kdlab.training.stop import stop_on_signal
     from kdlab.training.student import student_setup
 
-    params = load_checked_params(args.params)
+    args, params, device = run.args, run.params, run.device
     # Each method declares the files it needs (Distiller.artifacts); the stage passes those only,
     # so a method's resume fingerprint never depends on another method's files.
     needed = get_method(params.kd.method).cls.artifacts
@@ -34,7 +35,6 @@ def body(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"kd.method {params.kd.method} needs --{missing[0]} (an earlier stage's output)"
         )
-    device = start_run(params.seed, params.device)
     dataset = load_dataset(args.data)
     outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
     setup = student_setup(params, dataset, device, args.teacher, artifacts)
@@ -43,7 +43,8 @@ def body(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    return run_stage("train_student", add_args, body, argv)
+    return run_stage("train_student", add_args, body, argv, load=load_checked_params,
+                     start=start_run)  # fmt: skip
 
 
 if __name__ == "__main__":

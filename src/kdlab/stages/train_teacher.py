@@ -6,22 +6,19 @@ teacher. A teacher is shared by many experiments, so it is trained once (kdlab.t
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from kdlab.stages._common import add_training_args, run_stage
+from kdlab.stages._common import StageRun, add_training_args, run_stage
+from kdlab.training.seeding import start_run
 
 
-def body(args: argparse.Namespace) -> None:
-    from kdlab.config import load_params
+def body(run: StageRun) -> None:
     from kdlab.data.loader import load_dataset
     from kdlab.training.once import default_store_dir, run_once
     from kdlab.training.run import RoleOutputs, run_fingerprint, teacher_setup, train_role
-    from kdlab.training.seeding import start_run
     from kdlab.training.stop import stop_on_signal
 
-    params = load_params(args.params)
-    device = start_run(params.seed, params.device)
+    args, params, device = run.args, run.params, run.device
     dataset = load_dataset(args.data)
     outputs = RoleOutputs(args.model_dir, args.metrics_dir, args.resume)
     setup = teacher_setup(params, dataset)
@@ -36,7 +33,7 @@ def body(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    return run_stage("train_teacher", add_training_args, body, argv)
+    return run_stage("train_teacher", add_training_args, body, argv, start=start_run)
 
 
 if __name__ == "__main__":
