@@ -26,7 +26,7 @@ def test_pulled_teacher_is_trained(ci_fixtures, digits_dir):
 
 
 def test_pulled_activations_belong_to_the_pulled_teacher_and_analyse(ci_fixtures):
-    from kdlab.analysis.pipeline import analyze_cache
+    from kdlab.analysis.measures import analyze_cache
     from kdlab.extract.activations import ActivationCache
 
     cache = ActivationCache(ci_fixtures / "digits-activations")
@@ -34,11 +34,11 @@ def test_pulled_activations_belong_to_the_pulled_teacher_and_analyse(ci_fixtures
     assert cache.meta["models"]["teacher"]["sha256"] == sha256_file(teacher)
     cfg = AnalyzeConfig(sae_epochs=3, ica_components=4)
     result = analyze_cache(cache, cfg, seed=0, device=torch.device("cpu"))
-    cka = torch.tensor(result.cka)
-    assert cka.shape == (4, 4) and ((cka >= 0) & (cka <= 1 + 1e-5)).all()
+    cka = torch.tensor([row["cka"] for row in result.plots["cka_matrix"]])
+    assert cka.shape == (16,) and ((cka >= 0) & (cka <= 1 + 1e-5)).all()
     # a trained pair (both ~99 % on digits) agrees far more on the same images than when the
     # student's rows are shuffled, which breaks the image correspondence
-    from kdlab.analysis.similarity import linear_cka
+    from .analysis.reference import linear_cka
 
     t = torch.from_numpy(cache.get("teacher", "embedding").astype("float32"))
     s = torch.from_numpy(cache.get("student", "embedding").astype("float32"))

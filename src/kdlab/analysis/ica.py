@@ -29,18 +29,17 @@ def ica_sources(
         return ica.fit_transform(x_nd)
 
 
-def matched_correlation(sources_a: np.ndarray, sources_b: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean |corr| over the one-to-one (Hungarian) matching; also the matched values."""
+def matched_correlation(sources_a: np.ndarray, sources_b: np.ndarray) -> float:
+    """Mean |corr| over the one-to-one (Hungarian) matching of the two sets of sources."""
     k_a = sources_a.shape[1]
     corr = np.corrcoef(sources_a.T, sources_b.T)[:k_a, k_a:]  # (k_a, k_b)
     corr = np.nan_to_num(np.abs(corr))
     rows, cols = linear_sum_assignment(corr, maximize=True)
-    matched = corr[rows, cols]
-    return float(matched.mean()), matched
+    return float(corr[rows, cols].mean())
 
 
 def ica_match(acts_a: np.ndarray, acts_b: np.ndarray, n_components: int, seed: int) -> float:
     """FastICA on both, then the mean matched |correlation| of their components."""
     return matched_correlation(
         ica_sources(acts_a, n_components, seed), ica_sources(acts_b, n_components, seed)
-    )[0]
+    )

@@ -1,8 +1,7 @@
-"""Figures for people (PNG) and plot data for `dvc plots` (JSON rows), from an Analysis."""
+"""Figures for people (PNG), each drawn from the plot rows `dvc plots` reads (plots/data/)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -10,16 +9,22 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on cluster nodes
 import matplotlib.pyplot as plt
 
-from kdlab.analysis.pipeline import Analysis
+
+def in_order(values) -> list:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values))
 
 
-def cka_heatmap(result: Analysis, path: Path) -> None:
-    matrix = result.cka
-    fig, ax = plt.subplots(figsize=(1.3 * len(result.cka_student_layers) + 2.5,
-                                    1.1 * len(result.cka_teacher_layers) + 1.5))  # fmt: skip
+def cka_heatmap(rows: list[dict], path: Path) -> None:
+    """rows: {teacher_layer, student_layer, cka}."""
+    t_layers = in_order(r["teacher_layer"] for r in rows)
+    s_layers = in_order(r["student_layer"] for r in rows)
+    value = {(r["teacher_layer"], r["student_layer"]): r["cka"] for r in rows}
+    matrix = [[value[t, s] for s in s_layers] for t in t_layers]
+    fig, ax = plt.subplots(figsize=(1.3 * len(s_layers) + 2.5, 1.1 * len(t_layers) + 1.5))
     image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(result.cka_student_layers)), result.cka_student_layers)
-    ax.set_yticks(range(len(result.cka_teacher_layers)), result.cka_teacher_layers)
+    ax.set_xticks(range(len(s_layers)), s_layers)
+    ax.set_yticks(range(len(t_layers)), t_layers)
     ax.set_xlabel("student layer")
     ax.set_ylabel("teacher layer")
     for i, row in enumerate(matrix):
@@ -33,11 +38,17 @@ def cka_heatmap(result: Analysis, path: Path) -> None:
     plt.close(fig)
 
 
-def pca_spectra(result: Analysis, path: Path) -> None:
-    layers = list(result.spectra)
+def pca_spectra(rows: list[dict], path: Path) -> None:
+    """rows: {component, series: "<role>/<layer>", explained}."""
+    spectra: dict[str, dict[str, list[float]]] = {}
+    for series in in_order(r["series"] for r in rows):
+        role, layer = series.split("/", 1)
+        spectra.setdefault(layer, {})[role] = [r["explained"] for r in rows
+                                               if r["series"] == series]  # fmt: skip
+    layers = list(spectra)
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
-        for role, ratios in result.spectra[layer].items():
+        for role, ratios in spectra[layer].items():
             ax.semilogy(range(1, len(ratios) + 1), ratios, label=role, marker=".", markersize=3)
         ax.set_title(layer)
         ax.set_xlabel("principal component")
@@ -50,8 +61,8 @@ def pca_spectra(result: Analysis, path: Path) -> None:
     plt.close(fig)
 
 
-def layer_bars(result: Analysis, path: Path) -> None:
-    rows = result.layer_rows
+def layer_bars(rows: list[dict], path: Path) -> None:
+    """rows: {layer, cka, effdim_teacher, effdim_student, fisher_teacher, fisher_student}."""
     layers = [r["layer"] for r in rows]
     x = range(len(layers))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -79,8 +90,8 @@ def layer_bars(result: Analysis, path: Path) -> None:
     plt.close(fig)
 
 
-def cka_over_training(result: Analysis, path: Path) -> None:
-    rows = result.cka_by_epoch
+def cka_over_training(rows: list[dict], path: Path) -> None:
+    """rows: {epoch, <layer>: CKA with the final teacher, ...}."""
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     # distinct markers and dashes: layers with (nearly) equal CKA stay visible on each other
@@ -98,33 +109,3 @@ def cka_over_training(result: Analysis, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def write_plot_data(result: Analysis, data_dir: Path) -> None:
-    """JSON row files that dvc.yaml declares as plots (dvc plots show / diff)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "layers.json").write_text(json.dumps(result.layer_rows, indent=1))
-    (data_dir / "cka_by_epoch.json").write_text(json.dumps(result.cka_by_epoch, indent=1))
-    spectrum_rows = []
-    for layer, roles in result.spectra.items():
-        for role, ratios in roles.items():
-            spectrum_rows += [{"component": i + 1, "series": f"{role}/{layer}", "explained": r}
-                              for i, r in enumerate(ratios)]  # fmt: skip
-    (data_dir / "pca_spectra.json").write_text(json.dumps(spectrum_rows, indent=1))
-    cka_rows = [{"teacher_layer": t, "student_layer": s, "cka": result.cka[i][j]}
-                for i, t in enumerate(result.cka_teacher_layers)
-                for j, s in enumerate(result.cka_student_layers)]  # fmt: skip
-    (data_dir / "cka_matrix.json").write_text(json.dumps(cka_rows, indent=1))
-
-
-def write_figures(result: Analysis, figures_dir: Path) -> list[Path]:
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    made = []
-    figures = {"cka_heatmap": cka_heatmap, "pca_spectra": pca_spectra, "layers": layer_bars,
-               "cka_over_training": cka_over_training}  # fmt: skip
-    for name, draw in figures.items():
-        if name == "cka_over_training" and len(result.cka_by_epoch) < 2:
-            continue  # no milestones: nothing to draw over time
-        draw(result, figures_dir / f"{name}.png")
-        made.append(figures_dir / f"{name}.png")
-    return made

@@ -36,6 +36,7 @@ from pandas.api.types import is_numeric_dtype
 
 from kdlab.analysis.stats import CONFIDENCE, paired_delta
 from kdlab.errors import ConfigError, KdlabError
+from kdlab.flat import flatten
 
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
 PARAM = "params."
@@ -61,23 +62,12 @@ class Report:
     epochs: str = ""  # which epoch the accuracies are from, in words
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _param_values(params: dict, method: str | None) -> dict:
     """Every param as a column; KD params blank where they do not act (see the module doc)."""
     from kdlab.grid import value_text
 
     columns = {}
-    for key, value in _flatten(params).items():
+    for key, value in flatten(params).items():
         parts = key.split(".")
         kd_param = parts[0] == "kd" and key != "kd.method"
         if kd_param and (method == "none" or (len(parts) > 2 and parts[1] != method)):

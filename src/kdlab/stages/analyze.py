@@ -25,8 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def body(run: StageRun) -> None:
-    from kdlab.analysis.pipeline import analyze_cache
-    from kdlab.analysis.plots import write_figures, write_plot_data
+    from kdlab.analysis.measures import analyze_cache, write_figures, write_plot_data
     from kdlab.extract.activations import ActivationCache
     from kdlab.fsutil import atomic_directory, write_bytes_atomic
 
