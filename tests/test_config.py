@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from kdlab.architectures import arch_names
+from kdlab.data.datasets import DATASETS
 from kdlab.distill.registry import load_checked_params as load_params
 from kdlab.distill.registry import params_from_dict
 from kdlab.distill.specs import load_specs
@@ -52,8 +53,7 @@ BAD_INPUTS = [
     ({"student.compile": "yes"}, "student.compile must be true or false or one of auto, "
      "got 'yes'"),
     ({"data.name": "mnist"},
-     "data.name must be one of digits, cifar10, cifar100, svhn, tinyimagenet, fashion_mnist, "
-     "got 'mnist'"),
+     f"data.name must be one of {', '.join(DATASETS)}, got 'mnist'"),
     ({"data.horizontal_flip": "yes"}, "data.horizontal_flip must be true or false or one of auto, "
      "got 'yes'"),
     ({"data.crop_padding": -1}, "data.crop_padding must be in [0, 64], got -1"),

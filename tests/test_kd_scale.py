@@ -67,6 +67,5 @@ def test_kd_scale_rejects_an_unknown_dataset():
                           capture_output=True, text=True, env=tool_env())  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "kdlab kd-scale: error: --datasets must be among digits, cifar10, cifar100, svhn, "
-        "tinyimagenet, fashion_mnist, got 'imagenet'"
+        f"kdlab kd-scale: error: --datasets must be among {', '.join(DATASETS)}, got 'imagenet'"
     )

@@ -10,7 +10,7 @@ import pytest
 
 from kdlab.bench import realdata
 from kdlab.cli import main
-from kdlab.data import sources
+from kdlab.data.datasets.fashion_mnist import FASHION_MNIST_DEBIAN_DIR
 from kdlab.training.seeding import resolve_device
 
 from ..services import unavailable
@@ -18,8 +18,8 @@ from ..services import unavailable
 
 @pytest.fixture(autouse=True)
 def fashion_mnist():
-    if not sources.FASHION_MNIST_DEBIAN_DIR.is_dir():
-        unavailable("Fashion-MNIST", f"{sources.FASHION_MNIST_DEBIAN_DIR} is missing "
+    if not FASHION_MNIST_DEBIAN_DIR.is_dir():
+        unavailable("Fashion-MNIST", f"{FASHION_MNIST_DEBIAN_DIR} is missing "
                     "(apt-get install dataset-fashion-mnist)")  # fmt: skip
 
 

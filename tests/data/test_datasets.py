@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdlab.data import datasets
-from kdlab.data.datasets import Arrays, prepare_dataset, sha256_file, write_dataset
+from kdlab.data.datasets import DATASETS, Arrays, prepare_dataset, sha256_file, write_dataset
 from kdlab.data.loader import load_dataset
 from kdlab.errors import DataError
 
@@ -58,7 +58,7 @@ def test_missing_dataset_says_what_to_run(tmp_path):
 
 
 def test_failed_write_leaves_no_partial_dataset(tmp_path, monkeypatch):
-    arrays = datasets.build_digits(tmp_path)
+    arrays = DATASETS["digits"].build(tmp_path)
     real_save = np.save
     calls = []
 

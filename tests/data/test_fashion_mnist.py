@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdlab.data import sources
-from kdlab.data.datasets import prepare_dataset
+from kdlab.data.datasets import fashion_mnist, prepare_dataset
 from kdlab.data.download import RemoteFile
 from kdlab.data.loader import load_dataset
 from kdlab.errors import ConfigError, DataError
@@ -22,7 +21,7 @@ from ..conftest import tiny_params, write_params
 from ..services import unavailable
 from .test_sources import md5, server  # noqa: F401 (the local HTTP server fixture)
 
-DEBIAN = sources.FASHION_MNIST_DEBIAN_DIR
+DEBIAN = fashion_mnist.FASHION_MNIST_DEBIAN_DIR
 
 
 def idx(array: np.ndarray) -> bytes:
@@ -42,13 +41,13 @@ def make_official(root: Path, monkeypatch, n_train: int = 60, n_test: int = 20) 
         "test_labels": np.arange(n_test) % 10,
     }
     published = {}
-    for split, (remote, _) in sources.FASHION_MNIST.items():
+    for split, (remote, _) in fashion_mnist.FASHION_MNIST.items():
         raw = idx(arrays[split])
         (root / remote.filename).write_bytes(gzip.compress(raw, mtime=0))
         content = hashlib.md5(raw).hexdigest()
         published[split] = (RemoteFile(remote.url, md5(root / remote.filename)), content)
-    monkeypatch.setattr(sources, "FASHION_MNIST", published)
-    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", root / "no-debian-package")
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST", published)
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DEBIAN_DIR", root / "no-debian-package")
     return arrays
 
 
@@ -95,7 +94,7 @@ def test_corrupt_file_is_refused_in_one_line(server, tmp_path, monkeypatch, dama
     else:
         blob = gzip.compress(b"\x00\x00\x08\x09" + raw[4:])
     (debian / name).write_bytes(blob)
-    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", debian)
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DEBIAN_DIR", debian)
     with pytest.raises(DataError) as refused:
         prepare_dataset("fashion_mnist", tmp_path / "fm", tmp_path / "dl", mirror=url)
     assert "\n" not in str(refused.value) and name in str(refused.value)
@@ -105,10 +104,10 @@ def test_corrupt_file_is_refused_in_one_line(server, tmp_path, monkeypatch, dama
 def test_idx_reader_checks_magic_and_shape():
     raw = idx(np.zeros((2, 28, 28)))
     content = hashlib.md5(raw).hexdigest()
-    assert sources.read_idx(raw, "x", content).shape == (2, 28, 28)
+    assert fashion_mnist.read_idx(raw, "x", content).shape == (2, 28, 28)
     short = raw[:-1]
     with pytest.raises(DataError, match="bytes of data for shape"):
-        sources.read_idx(short, "x", hashlib.md5(short).hexdigest())
+        fashion_mnist.read_idx(short, "x", hashlib.md5(short).hexdigest())
 
 
 def test_train_subset_is_stratified_seed_independent_and_stable(tmp_path, digits_dir):

@@ -1,5 +1,10 @@
 """Dataset registry and the on-disk format every dataset is written in.
 
+Each dataset is one module of this package: its official files (URL + published checksum), the
+builder that converts them to `Arrays`, and its `DatasetSpec`, registered with
+`register_dataset`. Importing this package imports them all (their heavy libraries only when a
+builder runs), so `DATASETS` lists every dataset, by name.
+
 A prepared dataset is a directory `data/<name>/` holding
 
     train_images.npy  uint8 (N, H, W, C)      test_images.npy  uint8 (M, H, W, C)
@@ -13,7 +18,9 @@ one), never by the experiment seed, so every experiment is evaluated on the same
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import pkgutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from kdlab.checksum import json_sha256, sha256_file
-from kdlab.data import sources
 from kdlab.data.download import RemoteFile
-from kdlab.data.sources import BuildContext
 from kdlab.errors import DataError
 from kdlab.fsutil import atomic_directory
+
+DYNAMIC_IMPORTS = ("kdlab.data.datasets",)
+"""Packages whose every module this package imports by name (read by kdlab.codedeps)."""
 
 SPLIT_SEED = 20_261_121
 """Seed of the train/test split for datasets without an official one (fixed, not `seed`)."""
@@ -44,6 +52,15 @@ class Arrays:
     test_images: np.ndarray  # (M, H, W, C) uint8
     test_labels: np.ndarray  # (M,) int64
     classes: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """Where a builder may put things: scratch (deleted after), downloads (kept for resume)."""
+
+    scratch_dir: Path
+    download_dir: Path
+    mirror: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,50 +85,14 @@ class DatasetSpec:
     """Where the data comes from, for people."""
 
 
-def build_digits(ctx: BuildContext) -> Arrays:
-    """scikit-learn's bundled 8×8 handwritten digits (1,797 images), split 80/20 by class."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    # Pixel values are counts 0..16 of an 4×4 block; scale to the full uint8 range.
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
-    labels = bunch.target.astype(np.int64)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=SPLIT_SEED
-    )
-    train_idx.sort()
-    test_idx.sort()
-    return Arrays(
-        train_images=images[train_idx],
-        train_labels=labels[train_idx],
-        test_images=images[test_idx],
-        test_labels=labels[test_idx],
-        classes=tuple(str(c) for c in bunch.target_names),
-    )
+DATASETS: dict[str, DatasetSpec] = {}
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec("digits", (8, 8, 1), 10, 1437, build_digits, crop_padding=1,
-                    horizontal_flip=False,
-                    source="scikit-learn's bundled copy of the UCI handwritten digits"),
-        DatasetSpec("cifar10", (32, 32, 3), 10, 50_000, sources.build_cifar10, 4, True,
-                    (sources.CIFAR10,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
-        DatasetSpec("cifar100", (32, 32, 3), 100, 50_000, sources.build_cifar100, 4, True,
-                    (sources.CIFAR100,), "https://www.cs.toronto.edu/~kriz/cifar.html"),
-        DatasetSpec("svhn", (32, 32, 3), 10, 73_257, sources.build_svhn, 4, False,
-                    (sources.SVHN_TRAIN, sources.SVHN_TEST),
-                    "http://ufldl.stanford.edu/housenumbers/"),
-        DatasetSpec("tinyimagenet", (64, 64, 3), 200, 100_000, sources.build_tinyimagenet, 8, True,
-                    (sources.TINYIMAGENET,), "http://cs231n.stanford.edu/ (CS231n)"),
-        DatasetSpec("fashion_mnist", (28, 28, 1), 10, 60_000, sources.build_fashion_mnist, 4, True,
-                    tuple(remote for remote, _ in sources.FASHION_MNIST.values()),
-                    "https://github.com/zalandoresearch/fashion-mnist (Debian: "
-                    "dataset-fashion-mnist)"),
-    )
-}  # fmt: skip
+def register_dataset(spec: DatasetSpec) -> None:
+    """Called by kdlab/data/datasets/<name>.py: `data.name: <name>` exists."""
+    if spec.name in DATASETS:
+        raise RuntimeError(f"dataset {spec.name!r} registered twice")
+    DATASETS[spec.name] = spec
 
 
 def channel_stats(images_nhwc: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -217,8 +198,15 @@ def prepare_dataset(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     download_dir = Path(download_dir) if download_dir else out_dir.parent / ".downloads"
     with tempfile.TemporaryDirectory(prefix=f".{name}-scratch.", dir=out_dir.parent) as scratch:
-        arrays = spec.build(sources.BuildContext(Path(scratch), download_dir, mirror))
+        arrays = spec.build(BuildContext(Path(scratch), download_dir, mirror))
     full = len(arrays.train_labels)
     arrays = take_train_subset(arrays, train_subset)
     return write_dataset(arrays, name, out_dir, {"train_subset": train_subset,
                                                  "train_full": full})  # fmt: skip
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+_ordered = sorted(DATASETS.items())  # by name, whichever module was imported first
+DATASETS.clear()
+DATASETS.update(_ordered)
