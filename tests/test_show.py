@@ -101,7 +101,7 @@ def repo(tmp_path) -> Path:
             lines += ["INFO kdlab.training.run: student epoch 2/30: train loss 0.5",
                       "INFO kdlab.training.run: student epoch 3/30: train loss 0.4"]  # fmt: skip
         if state == "waiting":
-            lines += [f"INFO kdlab.training.once: {show.WAITING_LINE} (/x/lock)"]
+            lines += [f"INFO kdlab.training.shared_teacher: {show.WAITING_LINE} (/x/lock)"]
         log.write_text("\n".join(lines) + "\n")
     return repo
 

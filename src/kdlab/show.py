@@ -15,7 +15,7 @@ teacher. Read where DVC keeps them, without DVC's per-commit pipeline index (wha
 - the grid of params.yaml: its experiments not yet queued anywhere.
 
 A running experiment's log says how far it is: "teacher epoch 3/20", or that it waits for its
-teacher (another experiment is training the same teacher, see kdlab.training.once).
+teacher (another experiment is training the same teacher, see kdlab.training.shared_teacher).
 """
 
 from __future__ import annotations

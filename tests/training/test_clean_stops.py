@@ -17,7 +17,7 @@ import pytest
 from kdlab import fsutil
 from kdlab.stages import train_teacher
 from kdlab.training.checkpoint import load_checkpoint, save_checkpoint
-from kdlab.training.once import run_once
+from kdlab.training.shared_teacher import run_once
 
 from ..conftest import tool_env
 from .test_resume import make_workdir, stage_args

@@ -11,7 +11,7 @@ from kdlab.data.loader import BatchLoader, load_dataset
 from kdlab.distill.registry import make_distiller, params_from_dict
 from kdlab.models import make_model
 from kdlab.training.loop import (
-    Objective,
+    LossSetup,
     TrainState,
     evaluate,
     make_optimizer,
@@ -70,7 +70,7 @@ def test_one_epoch_of_distillation_moves_the_student_only(digits_dir):
     state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
     loader = BatchLoader(data.train, 128, data.meta["mean"], data.meta["std"], train=True, seed=0)
     weight_before = student.fc.weight.detach().clone()
-    metrics = train_one_epoch(state, Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher),
+    metrics = train_one_epoch(state, LossSetup(alpha=0.5, label_smoothing=0.0, teacher=teacher),
                               loader, torch.device("cpu"))  # fmt: skip
     assert set(metrics) == {"loss", "ce", "kd", "acc"}
     expected = 0.5 * metrics["ce"] + 0.5 * distiller.weight * metrics["kd"]
@@ -83,7 +83,7 @@ def test_one_epoch_of_distillation_moves_the_student_only(digits_dir):
 def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
     from kdlab.distill.base import PairInfo
     from kdlab.models import probe_shapes
-    from kdlab.training.loop import pretrain_epochs
+    from kdlab.training.loop import pretrain_student
 
     data = load_dataset(digits_dir)
     params = params_from_dict(tiny_params(**{"kd.method": "fitnets", "kd.fitnets.hint_epochs": 3}))
@@ -92,7 +92,7 @@ def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
     teacher.requires_grad_(False)
     pair = PairInfo(probe_shapes(student, 1, 8, 8), probe_shapes(teacher, 1, 8, 8))
     distiller = make_distiller("fitnets", params.kd.method_params, pair)
-    assert distiller.pretrain_epochs() == 3
+    assert distiller.pretraining_epochs() == 3
     optimizer = make_optimizer(
         [*student.parameters(), *distiller.parameters()], params.student, torch.device("cpu")
     )
@@ -109,7 +109,7 @@ def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
 
     before = hint_loss()
     fc_before = student.fc.weight.detach().clone()
-    pretrain_epochs(state, Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher), loader,
+    pretrain_student(state, LossSetup(alpha=0.5, label_smoothing=0.0, teacher=teacher), loader,
                     torch.device("cpu"))  # fmt: skip
     assert hint_loss() < 0.5 * before
     assert torch.equal(student.fc.weight, fc_before)  # past the guided layer: untouched
@@ -143,14 +143,14 @@ def _train(digits_dir, method: str, compile: bool, epochs: int):
     optimizer = make_optimizer([*student.parameters(), *distiller.parameters()], params.student,
                                cpu)  # fmt: skip
     state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
-    objective = Objective(alpha=0.5, label_smoothing=0.0, teacher=teacher)
-    steps = make_step_functions(state, objective, cpu, compile=compile)
+    loss_setup = LossSetup(alpha=0.5, label_smoothing=0.0, teacher=teacher)
+    steps = make_step_functions(state, loss_setup, cpu, compile=compile)
     mean, std = data.meta["mean"], data.meta["std"]
     loader = BatchLoader(data.train, 128, mean, std, train=True, seed=0, crop_padding=1)
     history = []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        history.append(train_one_epoch(state, objective, loader, cpu, steps))
+        history.append(train_one_epoch(state, loss_setup, loader, cpu, steps))
     test = BatchLoader(data.test, 256, mean, std, train=False)  # 360 images: two batch sizes
     return history, student, steps, test
 

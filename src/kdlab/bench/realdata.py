@@ -36,7 +36,7 @@ from kdlab.distill.registry import make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import make_model
 from kdlab.training.loop import (
-    Objective,
+    LossSetup,
     evaluate,
     make_scheduler,
     make_step_functions,
@@ -108,8 +108,8 @@ def run_kdlab(cfg: RealConfig, dataset: Dataset, device: torch.device) -> LoopRe
     model, distiller = fresh_model(cfg, dataset, device)
     train_cfg = train_config(cfg)
     state = build_state(model, distiller, train_cfg, device)
-    objective = Objective(alpha=0.0, label_smoothing=0.0)
-    steps = make_step_functions(state, objective, device, compile=device.type == "cuda")
+    loss_setup = LossSetup(alpha=0.0, label_smoothing=0.0)
+    steps = make_step_functions(state, loss_setup, device, compile=device.type == "cuda")
     mean, std = dataset.meta["mean"], dataset.meta["std"]
     spec = DATASETS[cfg.dataset]
     train = BatchLoader(dataset.train.to(device), cfg.batch_size, mean, std, train=True,
@@ -121,7 +121,7 @@ def run_kdlab(cfg: RealConfig, dataset: Dataset, device: torch.device) -> LoopRe
 
     def epoch() -> float:
         train.set_epoch(next(epochs))
-        train_one_epoch(state, objective, train, device, steps)
+        train_one_epoch(state, loss_setup, train, device, steps)
         state.scheduler.step()
         result = evaluate(state.model, test, device, steps.evaluate)
         synchronize(device)

@@ -41,7 +41,7 @@ from kdlab.distill.registry import METHODS, make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import make_model
 from kdlab.training.loop import (
-    Objective,
+    LossSetup,
     autocast,
     evaluate,
     frozen_features,
@@ -202,10 +202,10 @@ def measure_reference(cfg: BenchConfig, method: str, train: Split, opts: Options
 def make_kdlab_run(cfg: BenchConfig, method: str, opts: Options, train_size: int):
     student, distiller, teacher = make_pair(cfg, method, opts.device, train_size)
     state = build_state(student, distiller, TrainConfig(), opts.device)
-    objective = Objective(alpha=0.0 if method == "none" else 0.5, label_smoothing=0.0,
+    loss_setup = LossSetup(alpha=0.0 if method == "none" else 0.5, label_smoothing=0.0,
                           teacher=teacher)  # fmt: skip
-    steps = make_step_functions(state, objective, opts.device, opts.kdlab_compile)
-    return state, objective, steps
+    steps = make_step_functions(state, loss_setup, opts.device, opts.kdlab_compile)
+    return state, loss_setup, steps
 
 
 def kdlab_loader(split: Split, cfg: BenchConfig) -> BatchLoader:
@@ -214,11 +214,11 @@ def kdlab_loader(split: Split, cfg: BenchConfig) -> BatchLoader:
 
 
 def measure_kdlab(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:
-    state, objective, steps = make_kdlab_run(cfg, method, opts, len(train))
+    state, loss_setup, steps = make_kdlab_run(cfg, method, opts, len(train))
     warm = kdlab_loader(head(train, cfg.warmup * cfg.batch_size), cfg)
-    train_one_epoch(state, objective, warm, opts.device, steps)
+    train_one_epoch(state, loss_setup, warm, opts.device, steps)
     loader = kdlab_loader(head(train, cfg.steps * cfg.batch_size), cfg)
-    seconds = timed(opts.device, lambda: train_one_epoch(state, objective, loader, opts.device,
+    seconds = timed(opts.device, lambda: train_one_epoch(state, loss_setup, loader, opts.device,
                                                          steps))  # fmt: skip
     return cfg.steps * cfg.batch_size / seconds
 
@@ -259,7 +259,7 @@ def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
 
 def measure_eval(cfg: BenchConfig, test: Split, opts: Options) -> dict[str, float]:
     """Images/s of evaluation: kdlab's (its compiled forward when it compiles) and the reference."""
-    state, _objective, steps = make_kdlab_run(cfg, "none", opts, len(test))
+    state, _loss_setup, steps = make_kdlab_run(cfg, "none", opts, len(test))
     loader = BatchLoader(test, cfg.eval_batch_size, MEAN, STD, train=False)
     evaluate(state.model, loader, opts.device, steps.evaluate)  # warm-up (and compilation)
     kdlab = timed(opts.device,

@@ -57,7 +57,7 @@ class Distiller(nn.Module):
         """Called before each training epoch (`epoch` counts from 0) with a CPU generator seeded
         by (seed, epoch) alone, so a resumed run draws what an uninterrupted one would."""
 
-    def pretrain_epochs(self) -> int:
+    def pretraining_epochs(self) -> int:
         """Epochs of a method's own pre-training of the student (FitNets hints); 0 = none."""
         return 0
 

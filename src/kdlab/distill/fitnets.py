@@ -54,7 +54,7 @@ class FitNets(Distiller):
     def loss(self, student, teacher, batch):
         return self.hint_loss(student, teacher)
 
-    def pretrain_epochs(self) -> int:
+    def pretraining_epochs(self) -> int:
         return self.params.hint_epochs
 
     def pretrain_loss(self, student, teacher):

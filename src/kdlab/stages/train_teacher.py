@@ -1,7 +1,7 @@
 """DVC stage `train_teacher`: a pure (CE + label smoothing) teacher for one (dataset, seed).
 
 It reads no `kd` param and imports no KD method, so editing a KD method never retrains a
-teacher. A teacher is shared by many experiments, so it is trained once (kdlab.training.once).
+teacher. A teacher is shared by many experiments, so it is trained once (kdlab.training.shared_teacher).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from kdlab.training.seeding import start_run
 
 def body(run: StageRun) -> None:
     from kdlab.data.loader import load_dataset
-    from kdlab.training.once import default_store_dir, run_once
+    from kdlab.training.shared_teacher import default_store_dir, run_once
     from kdlab.training.run import RoleOutputs, run_fingerprint, teacher_setup, train_role
     from kdlab.training.stop import stop_on_signal
 

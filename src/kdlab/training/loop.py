@@ -39,8 +39,9 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Objective:
-    """What the loss looks like: the KD weighting, the (frozen) teacher and label smoothing."""
+class LossSetup:
+    """What the student loss (1 − alpha)·CE + alpha·w·L_method is made of beyond the KD method:
+    alpha, the label smoothing of CE (pure models only) and the frozen teacher (None: pure)."""
 
     alpha: float
     label_smoothing: float
@@ -123,17 +124,17 @@ def make_eval_forward(model: nn.Module, device: torch.device):
 
 
 def make_step_functions(
-    state: TrainState, objective: Objective, device: torch.device, compile: bool = False
+    state: TrainState, loss_setup: LossSetup, device: torch.device, compile: bool = False
 ) -> StepFunctions:
     def train_forward(batch: Batch):
         with autocast(device):
             student = state.model.forward_features(batch.images)
             teacher = None
             if state.distiller.needs_teacher:
-                teacher = frozen_features(objective.teacher, batch.images, inference=not compile)
+                teacher = frozen_features(loss_setup.teacher, batch.images, inference=not compile)
             terms = student_loss(
-                state.distiller, objective.alpha, student, teacher, batch,
-                objective.label_smoothing,
+                state.distiller, loss_setup.alpha, student, teacher, batch,
+                loss_setup.label_smoothing,
             )  # fmt: skip
         size = batch.labels.shape[0]
         correct = (student.logits.argmax(1) == batch.labels).sum()
@@ -154,7 +155,7 @@ def make_step_functions(
 
 def train_one_epoch(
     state: TrainState,
-    objective: Objective,
+    loss_setup: LossSetup,
     loader: BatchLoader,
     device: torch.device,
     steps: StepFunctions | None = None,
@@ -162,7 +163,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the training split; returns mean loss, CE, KD term and accuracy.
     `batches` wraps the loader (a progress bar)."""
-    steps = steps or make_step_functions(state, objective, device)
+    steps = steps or make_step_functions(state, loss_setup, device)
     state.model.train()
     state.distiller.train()
     sums = torch.zeros(4, device=device)  # loss·B, ce·B, kd·B, correct
@@ -181,8 +182,8 @@ def train_one_epoch(
     return {"loss": loss, "ce": ce, "kd": kd, "acc": correct}
 
 
-def pretrain_epochs(
-    state: TrainState, objective: Objective, loader: BatchLoader, device: torch.device
+def pretrain_student(
+    state: TrainState, loss_setup: LossSetup, loader: BatchLoader, device: torch.device
 ) -> None:
     """A method's own pre-training of the student (FitNets' hint stage) before KD training.
 
@@ -198,13 +199,13 @@ def pretrain_epochs(
         trainable, lr=defaults["lr"], momentum=defaults["momentum"],
         weight_decay=defaults["weight_decay"],
     )  # fmt: skip
-    for epoch in range(state.distiller.pretrain_epochs()):
+    for epoch in range(state.distiller.pretraining_epochs()):
         loader.set_epoch(epoch, Stream.PRETRAIN)
         for images, _labels, _indices in loader:
             stop.check()
             with autocast(device):
                 student = state.model.forward_features(images)
-                teacher = frozen_features(objective.teacher, images, inference=True)
+                teacher = frozen_features(loss_setup.teacher, images, inference=True)
                 loss = state.distiller.pretrain_loss(student, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -237,7 +238,7 @@ def evaluate(
 
 def run_epochs(
     state: TrainState,
-    objective: Objective,
+    loss_setup: LossSetup,
     train_loader: BatchLoader,
     test_loader: BatchLoader,
     epochs: int,
@@ -249,13 +250,13 @@ def run_epochs(
 ) -> TrainState:
     """Train from `state.epoch` to `epochs`; `on_epoch_end` checkpoints and logs each epoch;
     `batch_progress(loader, epoch)` wraps each epoch's batches (a progress bar)."""
-    steps = make_step_functions(state, objective, device, compile)
+    steps = make_step_functions(state, loss_setup, device, compile)
     for epoch in epoch_progress(range(state.epoch, epochs)):
         train_loader.set_epoch(epoch)
         state.distiller.begin_epoch(epoch, epoch_generator(train_loader.seed, epoch,
                                                            Stream.KD_METHOD))  # fmt: skip
         lr = state.optimizer.param_groups[0]["lr"]
-        train = train_one_epoch(state, objective, train_loader, device, steps,
+        train = train_one_epoch(state, loss_setup, train_loader, device, steps,
                                 lambda loader, e=epoch: batch_progress(loader, e))  # fmt: skip
         state.scheduler.step()
         test = evaluate(state.model, test_loader, device, steps.evaluate)

@@ -28,6 +28,7 @@ import json
 import logging
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,11 @@ from kdlab.training.checkpoint import (
     save_checkpoint,
 )
 from kdlab.training.loop import (
-    Objective,
+    LossSetup,
     TrainState,
     make_optimizer,
     make_scheduler,
-    pretrain_epochs,
+    pretrain_student,
     run_epochs,
 )
 
@@ -92,7 +93,7 @@ class RoleSetup:
 
     model: FeatureModel
     distiller: Distiller
-    objective: Objective
+    loss_setup: LossSetup
     stage_module: str
     """The stage's module; its import closure is the code in the fingerprint."""
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -105,8 +106,8 @@ def teacher_setup(params: Params, dataset: Dataset) -> RoleSetup:
 
     cfg = params.teacher
     model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
-    objective = Objective(alpha=0.0, label_smoothing=cfg.label_smoothing)
-    return RoleSetup(model, NoDistillation(None), objective, "kdlab.stages.train_teacher")
+    loss_setup = LossSetup(alpha=0.0, label_smoothing=cfg.label_smoothing)
+    return RoleSetup(model, NoDistillation(None), loss_setup, "kdlab.stages.train_teacher")
 
 
 def role_params(role: str, params: Params) -> dict[str, Any]:
@@ -302,51 +303,50 @@ def train_role(
     fingerprint = run_fingerprint(role, params, dataset, device, setup)
     try_resume(state, outputs, fingerprint, cfg)
     train_loader, test_loader = make_loaders(cfg, params, dataset, device)
-
-    def on_epoch_end(state: TrainState) -> None:
-        # The milestone first: a resume checkpoint never points past a missing milestone.
-        if state.epoch in cfg.save_epochs:
-            payload = model_payload(role, state, cfg, params, dataset)
-            save_checkpoint(payload, outputs.work_milestone_path(state.epoch))
-        save_checkpoint(resume_payload(state, fingerprint), outputs.resume_path)
-        last = state.history[-1]
-        log.info(
-            "%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.4g",
-            role, state.epoch, cfg.epochs, last["train/loss"], last["train/acc"],
-            last["test/loss"], last["test/acc"], last["lr"],
-        )  # fmt: skip
-
-    def progress(epochs: range):
-        # A bar on a terminal; under DVC's log capture or SLURM the per-epoch log lines remain.
-        return tqdm(epochs, desc=f"train {role}", initial=state.epoch, total=cfg.epochs,
-                    file=sys.stderr, unit="epoch", dynamic_ncols=True,
-                    disable=None)  # fmt: skip
-
-    def batch_progress(loader, epoch: int):
-        # Within the epoch: batches as images, so the bar shows images/s and the epoch's ETA.
-        return bar(loader, f"{role} epoch {epoch + 1}/{cfg.epochs}", total=len(loader),
-                   unit="img", scale=loader.batch_size)  # fmt: skip
-
-    method = params.kd.method if role == "student" else "none"
-    log.info(
-        "training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",
-        role, cfg.arch, dataset.meta["name"], len(dataset.train), len(dataset.test), device,
-        method,
-    )  # fmt: skip
-    if state.epoch == 0 and state.distiller.pretrain_epochs() > 0:
+    log.info("training %s %s on %s (%d train / %d test images) on %s, kd.method=%s",
+             role, cfg.arch, dataset.meta["name"], len(dataset.train), len(dataset.test), device,
+             params.kd.method if role == "student" else "none")  # fmt: skip
+    if state.epoch == 0 and state.distiller.pretraining_epochs() > 0:
         # Deterministic from the seed, so a run killed during it simply redoes it.
-        log.info("pre-training the student for %d epochs (%s)",
-                 state.distiller.pretrain_epochs(), method)  # fmt: skip
-        pretrain_epochs(state, setup.objective, train_loader, device)
+        log.info("pre-training the student for %d epochs", state.distiller.pretraining_epochs())
+        pretrain_student(state, setup.loss_setup, train_loader, device)
     compile = cfg.use_compile(device.type)
     if compile:
         log.info("compiling the training step and evaluation (%s.compile)", role)
-    run_epochs(
-        state, setup.objective, train_loader, test_loader, cfg.epochs, device, on_epoch_end,
-        progress, compile=compile, batch_progress=batch_progress,
-    )  # fmt: skip
+    checkpoint = partial(checkpoint_epoch, role, cfg, params, dataset, outputs, fingerprint)
+    run_epochs(state, setup.loss_setup, train_loader, test_loader, cfg.epochs, device, checkpoint,
+               partial(epoch_bar, role, state.epoch, cfg.epochs), compile=compile,
+               batch_progress=partial(batch_bar, role, cfg.epochs))  # fmt: skip
     write_model_dir(outputs, model_payload(role, state, cfg, params, dataset), cfg.save_epochs)
     write_metrics(outputs.metrics_dir, state.history)
     log.info("wrote %s and %s (test acc %.4f)", outputs.model_dir, outputs.metrics_dir,
              state.history[-1]["test/acc"])  # fmt: skip
     return state.history[-1]
+
+
+def checkpoint_epoch(
+    role: str, cfg: TrainConfig, params: Params, dataset: Dataset, outputs: RoleOutputs,
+    fingerprint: str, state: TrainState,
+) -> None:  # fmt: skip
+    """After each epoch: the milestone (if it is one), then the resume checkpoint, then a log
+    line. The milestone first: a resume checkpoint never points past a missing milestone."""
+    if state.epoch in cfg.save_epochs:
+        payload = model_payload(role, state, cfg, params, dataset)
+        save_checkpoint(payload, outputs.work_milestone_path(state.epoch))
+    save_checkpoint(resume_payload(state, fingerprint), outputs.resume_path)
+    last = state.history[-1]
+    log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.4g",
+             role, state.epoch, cfg.epochs, last["train/loss"], last["train/acc"],
+             last["test/loss"], last["test/acc"], last["lr"])  # fmt: skip
+
+
+def epoch_bar(role: str, done: int, epochs: int, remaining: range):
+    """A bar over epochs on a terminal; under DVC's log capture or SLURM the log lines remain."""
+    return tqdm(remaining, desc=f"train {role}", initial=done, total=epochs, file=sys.stderr,
+                unit="epoch", dynamic_ncols=True, disable=None)  # fmt: skip
+
+
+def batch_bar(role: str, epochs: int, loader, epoch: int):
+    """Within an epoch: batches as images, so the bar shows images/s and the epoch's ETA."""
+    return bar(loader, f"{role} epoch {epoch + 1}/{epochs}", total=len(loader), unit="img",
+               scale=loader.batch_size)  # fmt: skip

@@ -13,7 +13,7 @@ from kdlab.distill.base import PairInfo
 from kdlab.distill.registry import make_distiller
 from kdlab.errors import ConfigError
 from kdlab.models import make_model
-from kdlab.training.loop import Objective
+from kdlab.training.loop import LossSetup
 from kdlab.training.run import RoleSetup, load_frozen_teacher
 
 
@@ -43,5 +43,5 @@ def student_setup(
         inputs = {name: sha256_file(path) for name, path in sorted(artifacts.items())}
         inputs["teacher"] = teacher_sha
     distiller = make_distiller(method, params.kd.method_params, pair)
-    objective = Objective(params.kd.alpha, params.student_label_smoothing, teacher)
-    return RoleSetup(model, distiller, objective, "kdlab.stages.train_student", inputs)
+    loss_setup = LossSetup(params.kd.alpha, params.student_label_smoothing, teacher)
+    return RoleSetup(model, distiller, loss_setup, "kdlab.stages.train_student", inputs)

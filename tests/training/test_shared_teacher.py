@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdlab.training import stop
-from kdlab.training.once import run_once
+from kdlab.training.shared_teacher import run_once
 
 
 def test_signal_stops_at_the_next_check_and_pidfile_is_written(tmp_path, monkeypatch):
