@@ -149,7 +149,7 @@ def test_kdlab_check_refuses_a_method_the_pair_cannot_serve(tmp_path):
 
 def test_times_are_read_as_dvc_writes_them():
     """DVC (ruamel, YAML 1.2) writes `time: 20:00` unquoted; YAML 1.1 would read 1200."""
-    from kdlab.config import load_yaml
+    from kdlab.schema import load_yaml
 
     assert load_yaml("time: 20:00\nn: 12\nx: 0.5\nh: 0x10\n") == {
         "time": "20:00", "n": 12, "x": 0.5, "h": 16}  # fmt: skip

@@ -18,10 +18,10 @@ from kdlab.config import (
     KDConfig,
     StudentConfig,
     TeacherConfig,
-    load_yaml,
 )
 from kdlab.distill.specs import load_specs
 from kdlab.grid import GridConfig
+from kdlab.schema import load_yaml
 from kdlab.slurm.config import SlurmConfig
 
 ROOT = Path(__file__).resolve().parents[1]

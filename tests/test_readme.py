@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from kdlab.cli import build_parser
-from kdlab.config import load_yaml
+from kdlab.schema import load_yaml
 
 from .conftest import REPO_ROOT
 

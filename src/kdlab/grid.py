@@ -33,8 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import build_dataclass, check_choice, check_range
 from kdlab.errors import ConfigError
+from kdlab.schema import build_dataclass, check_choice, check_range
 
 log = logging.getLogger(__name__)
 

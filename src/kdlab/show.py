@@ -125,7 +125,7 @@ def _json(blob: bytes | None) -> dict:
 
 
 def _yaml(blob: bytes | None) -> dict:
-    # libyaml's C loader, not kdlab.config.load_yaml's pure-Python one: hundreds of params
+    # libyaml's C loader, not kdlab.schema.load_yaml's pure-Python one: hundreds of params
     # files per call, and the columns shown (names, alpha, seed) parse the same in both.
     if not blob:
         return {}

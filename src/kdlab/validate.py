@@ -20,10 +20,11 @@ import copy
 from collections.abc import Mapping
 from pathlib import Path
 
-from kdlab.config import Params, load_yaml, params_from_dict, read_params_file
+from kdlab.config import Params, params_from_dict, read_params_file
 from kdlab.distill.spec import PairInfo, pair_shapes
 from kdlab.distill.specs import get_spec, load_specs
 from kdlab.errors import ConfigError
+from kdlab.schema import load_yaml
 
 
 def check_methods(params: Params, pair: PairInfo) -> None:

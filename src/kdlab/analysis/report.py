@@ -134,7 +134,7 @@ def load_experiments(repo: Path) -> pd.DataFrame:
 
 
 def grid_seeds(params_path: Path) -> list[int] | None:
-    from kdlab.config import load_yaml
+    from kdlab.schema import load_yaml
 
     if not params_path.exists():
         return None

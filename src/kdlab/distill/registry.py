@@ -11,6 +11,8 @@ import importlib
 import pkgutil
 
 import kdlab.distill
+from kdlab import config
+from kdlab.config import load_params
 from kdlab.distill.base import METHODS, Distiller, MethodSpec
 from kdlab.distill.spec import PairInfo, pair_shapes
 from kdlab.distill.specs import get_spec, load_specs
@@ -58,8 +60,6 @@ def check_method_fits_models(params) -> None:
 def load_checked_params(path="params.yaml"):
     """params.yaml validated field by field, `kd` against every registered method, and the
     selected KD method checked against the teacher/student pair."""
-    from kdlab.config import load_params
-
     params = load_params(path, methods=load_specs())
     check_method_fits_models(params)
     return params
@@ -67,6 +67,4 @@ def load_checked_params(path="params.yaml"):
 
 def params_from_dict(raw):
     """kdlab.config.params_from_dict with every registered method's `kd.<method>` section."""
-    from kdlab import config
-
     return config.params_from_dict(raw, load_specs())

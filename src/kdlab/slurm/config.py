@@ -6,8 +6,8 @@ import dataclasses
 import re
 from typing import Any
 
-from kdlab.config import build_dataclass, check_range
 from kdlab.errors import ConfigError
+from kdlab.schema import build_dataclass, check_range
 
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 _MEM = re.compile(r"^\d+[KMGT]?$")

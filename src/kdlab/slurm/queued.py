@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from kdlab.config import load_yaml
 from kdlab.flat import flatten
 from kdlab.gitutil import git_output
 from kdlab.grid import TEACHER_TARGET, Experiment, is_teacher_experiment, teacher_name
+from kdlab.schema import load_yaml
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """DVC stage `train_teacher`: a pure (CE + label smoothing) teacher for one (dataset, seed).
 
 It reads no `kd` param and imports no KD method, so editing a KD method never retrains a
-teacher. A teacher is shared by many experiments, so it is trained once (kdlab.training.shared_teacher).
+teacher. A teacher is shared by many experiments, so it is trained once
+(kdlab.training.shared_teacher).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from kdlab.training.seeding import start_run
 
 def body(run: StageRun) -> None:
     from kdlab.data.loader import load_dataset
-    from kdlab.training.shared_teacher import default_store_dir, run_once
     from kdlab.training.run import RoleOutputs, run_fingerprint, teacher_setup, train_role
+    from kdlab.training.shared_teacher import default_store_dir, run_once
     from kdlab.training.stop import stop_on_signal
 
     args, params, device = run.args, run.params, run.device

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from kdlab.config import check_range
 from kdlab.distill.spec import PairInfo, check_stage_names, register_spec
 from kdlab.distill.specs import require_conv_maps
+from kdlab.schema import check_range
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from kdlab.config import check_range
 from kdlab.distill.spec import register_spec
+from kdlab.schema import check_range
 
 
 @dataclasses.dataclass(frozen=True)

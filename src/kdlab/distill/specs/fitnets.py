@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from kdlab.config import check_range
 from kdlab.distill.spec import PairInfo, register_spec
 from kdlab.distill.specs import require_conv_maps
 from kdlab.errors import ConfigError
+from kdlab.schema import check_range
 
 
 @dataclasses.dataclass(frozen=True)
