@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdlab.checksum import sha256_file
 from kdlab.config import AnalyzeConfig
-from kdlab.data.datasets import sha256_file
 from kdlab.data.loader import BatchLoader, load_dataset
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
+from kdlab.checksum import sha256_file
 from kdlab.data import datasets
-from kdlab.data.datasets import DATASETS, Arrays, prepare_dataset, sha256_file, write_dataset
+from kdlab.data.datasets import DATASETS, Arrays, prepare_dataset, write_dataset
 from kdlab.data.loader import load_dataset
 from kdlab.errors import DataError
 

@@ -83,7 +83,7 @@ def test_sample_indices_are_seeded_and_sorted():
 
 
 def test_stale_cache_is_detected(tmp_path):
-    from kdlab.data.datasets import sha256_file
+    from kdlab.checksum import sha256_file
 
     model = make_model("resnet8", 1, 10, 8)
     ckpt = tmp_path / "model.pt"
