@@ -20,9 +20,16 @@ from kdlab.data.datasets import DATASETS
 from kdlab.data.loader import Batch
 from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.registry import METHODS, make_distiller
+from kdlab.errors import ConfigError
 from kdlab.models import make_model
 
-DEFAULT_PAIRS = (("resnet20", "resnet8"), ("resnet56", "resnet20"), ("resnet110", "resnet56"))
+DEFAULT_PAIRS = (
+    ("resnet20", "resnet8"),
+    ("resnet56", "resnet20"),
+    ("resnet110", "resnet56"),
+    ("vit_small", "vit_tiny"),
+)
+"""Each method is measured on the pairs it serves (its spec's check); the others are blank."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +65,16 @@ def measure_pair(
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
     pair = PairInfo.probe(student, teacher, image_shape, artifacts,
                           train_size=DATASETS[dataset].train_size)  # fmt: skip
+    teacher.extras = student.extras = frozenset().union(*(METHODS[m].cls.extras for m in methods))
     with torch.no_grad():
         t_feats = teacher.forward_features(images)
         s_feats = student.forward_features(images)
     rows = []
     for method in methods:
-        distiller = make_distiller(method, None, pair)
+        try:
+            distiller = make_distiller(method, None, pair)
+        except ConfigError:
+            continue  # a pair this method cannot serve (e.g. feature maps of a ViT)
         with torch.no_grad():
             terms = student_loss(distiller, alpha, s_feats, t_feats,
                                  Batch(images, labels, torch.arange(batch)))  # fmt: skip
@@ -114,5 +125,6 @@ def markdown_table(rows: list[ScaleRow]) -> str:
         cells = {r.method: r.ratio for r in rows
                  if (r.dataset, r.teacher, r.student) == (dataset, teacher, student)}  # fmt: skip
         lines.append(f"| {dataset} | {teacher} → {student} | "
-                     + " | ".join(f"{cells[m]:.2f}" for m in methods) + " |")  # fmt: skip
+                     + " | ".join(f"{cells[m]:.2f}" if m in cells else "–" for m in methods)
+                     + " |")  # fmt: skip
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -282,6 +283,44 @@ def test_vit_student_with_attention_in_the_pipeline(repo, restore):
     assert np.allclose(weights.sum(axis=-1), 1.0, atol=1e-4)
     analysis = json.loads((repo / "metrics/analysis.json").read_text())
     assert "cka/embedding" in analysis and "effdim/student/block4" in analysis
+
+
+def test_vit_to_vit_with_minilm_attention_in_exp_show_plots_diff_and_report(repo, restore):
+    """Issue 16's loop: a ViT→ViT KD experiment ends with attention scalars in `dvc exp show`,
+    attention figures in `dvc plots diff` and attention rows in `kdlab report`."""
+    vit = ["-S", "teacher.arch=vit_small", "-S", "student.arch=vit_tiny", "-S", "kd.method=minilm"]
+    for name, alpha in (("vit-minilm-a0.5", 0.5), ("vit-minilm-a0.9", 0.9)):
+        out = dvc(repo, "exp", "run", "-n", name, *vit, "-S", f"kd.alpha={alpha}")
+        assert ran_stages(out) >= AFTER_STUDENT, out
+    analysis = json.loads((repo / "metrics/analysis.json").read_text())
+    tokens = 17  # 16 patches and the class token on 8×8 digits
+    for i in range(1, 5):
+        assert 0 <= analysis[f"attn_match/block{i}"] <= 1
+        assert 0 <= analysis[f"attn_entropy/student/block{i}"] <= math.log(tokens) + 1e-9
+        assert 0 < analysis[f"attn_distance/student/block{i}"] < 3 * math.sqrt(2)
+        assert 0 <= analysis[f"attn_cls/student/block{i}"] <= 1
+    assert {f"attn_entropy/teacher/block{i}" for i in range(1, 7)} <= set(analysis)
+    figures = repo / "plots/figures"
+    for name in ("attention_heads", "attention_rollout", "attention_entropy_over_training",
+                 "attention_distance_over_training"):  # fmt: skip
+        assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
+    rows = {e["name"]: e for c in json.loads(dvc_json(repo)) for e in c.get("experiments") or []}
+    shown = rows["vit-minilm-a0.9"]["revs"][0]["data"]["metrics"]["metrics/analysis.json"]["data"]
+    assert shown["attn_match/block4"] == analysis["attn_match/block4"]
+
+    out_dir = repo.parent / "plots-diff-vit"
+    dvc(repo, "plots", "diff", "vit-minilm-a0.5", "vit-minilm-a0.9", "-o", str(out_dir))
+    html = (out_dir / "index.html").read_text()
+    assert "attention_rollout.png" in html and "attention_heads.png" in html
+
+    report = run([str(VENV_BIN / "kdlab"), "report", "--only", "vit-minilm-*", "--alignment",
+                  "attn_match/block4"], cwd=repo)  # fmt: skip
+    assert report.returncode == 0
+    table = pd.read_csv(repo / "plots/report/summary.csv")
+    assert {f"attn_match/block{i} mean" for i in range(1, 5)} <= set(table.columns)
+    pair = "vit_small-to-vit_tiny"
+    for figure in (f"attn_heatmap_digits_{pair}.png", f"alpha_sweep_digits_{pair}.png"):
+        assert (repo / "plots/report" / figure).read_bytes().startswith(b"\x89PNG"), figure
 
 
 def dvc_json(repo: Path) -> str:

@@ -109,3 +109,86 @@ def cka_over_training(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def attention_heads(rows: list[dict], path: Path) -> None:
+    """rows: {role, layer, head, entropy, distance, cls}: each head's mean attention distance
+    against its entropy, teacher and student side by side, coloured by depth."""
+    roles = in_order(r["role"] for r in rows)
+    layers = sorted(in_order(r["layer"] for r in rows), key=lambda name: int(name[5:]))
+    cmap = plt.get_cmap("viridis", max(len(layers), 2))
+    fig, axes = plt.subplots(1, len(roles), figsize=(5.2 * len(roles), 4.2), squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
+    handles = {}
+    for ax, role in zip(axes[0], roles, strict=True):
+        for i, layer in enumerate(layers):
+            mine = [r for r in rows if r["role"] == role and r["layer"] == layer]
+            if mine:
+                handles[layer] = ax.scatter(
+                    [r["entropy"] for r in mine], [r["distance"] for r in mine], s=36,
+                    color=cmap(i), label=layer, edgecolor="black", linewidth=0.4,
+                )  # fmt: skip
+        ax.set_title(f"{role}: one dot per head")
+        ax.set_xlabel("attention entropy (nats)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean attention distance (patches)")
+    ordered = [handles[layer] for layer in layers if layer in handles]
+    fig.legend(ordered, [h.get_label() for h in ordered], loc="center right", title="layer")
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attention_over_training(measure: str, label: str):
+    """A figure of the student's per-layer `measure` (mean over heads) at each milestone."""
+
+    def draw(rows: list[dict], path: Path) -> None:
+        layers = in_order(r["layer"] for r in rows)
+        epochs = in_order(r["epoch"] for r in rows)
+        fig, ax = plt.subplots(figsize=(6.6, 3.6))
+        styles = zip("osD^v<>", ["-", "--", "-.", ":"] * 2, strict=False)
+        for layer, (marker, dash) in zip(layers, styles, strict=False):
+            mine = sorted((r["epoch"], r[measure]) for r in rows if r["layer"] == layer)
+            ax.plot(*zip(*mine, strict=True), marker=marker, linestyle=dash, label=layer)
+        ax.set_xticks(epochs)
+        ax.set_xlabel("student epoch (milestones)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), title="layer")
+        ax.set_title(f"Student {label.split(' (')[0]} over training")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+    return draw
+
+
+def attention_rollout_maps(rows: list[dict], path: Path) -> None:
+    """rows: {role, sample, row, col, weight}: the class token's rolled-out attention on the patch
+    grid, one column per sample, the teacher above the student; one colour scale per network."""
+    roles = in_order(r["role"] for r in rows)
+    samples = in_order(r["sample"] for r in rows)
+    side = max(r["row"] for r in rows) + 1
+    size = (2.3 * len(samples) + 1.2, 2.3 * len(roles) + 0.6)
+    fig, axes = plt.subplots(len(roles), len(samples), squeeze=False, figsize=size,
+                             layout="constrained")  # fmt: skip
+    for i, role in enumerate(roles):
+        mine = [r for r in rows if r["role"] == role]
+        low, high = min(r["weight"] for r in mine), max(r["weight"] for r in mine)
+        for j, sample in enumerate(samples):
+            grid = [[0.0] * side for _ in range(side)]
+            for r in mine:
+                if r["sample"] == sample:
+                    grid[r["row"]][r["col"]] = r["weight"]
+            ax = axes[i][j]
+            image = ax.imshow(grid, cmap="magma", vmin=low, vmax=high)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"test sample {sample}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(role)
+        fig.colorbar(image, ax=list(axes[i]), label="rolled-out attention", shrink=0.9)
+    fig.suptitle("Attention rollout: the class token's attention on the patches")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

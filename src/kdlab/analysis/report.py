@@ -49,6 +49,11 @@ UNFINISHED = ("failed", "running", "queued")
 """States whose metrics are not (all) there: never summarised, always listed."""
 SUMMARY_METRICS = ("fidelity/top1_agreement", "fidelity/kl_teacher_student",
                    "calibration/ece/student", "calibration/ece/teacher")  # fmt: skip
+ALIGNMENT = {"cka/": ("mean CKA with the teacher", "heatmap"),
+             "attn_match/": ("mean matched attention similarity (heads, 1 − JS / ln 2)",
+                             "attn_heatmap")}  # fmt: skip
+"""Per-layer teacher–student alignment scalars: summarised, swept over alpha and drawn as
+configuration × alpha heatmaps (title, file prefix); attn_match only where both are ViTs."""
 
 
 @dataclasses.dataclass
@@ -265,7 +270,8 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     axes = varying_axes(finished)
     keys = [*GRID_KEYS, *axes]
     metrics = ["acc", "teacher_acc", *[m for m in SUMMARY_METRICS if m in runs],
-               *sorted(c for c in runs.columns if c.startswith("cka/"))]  # fmt: skip
+               *[c for prefix in ALIGNMENT
+                 for c in sorted(c for c in runs.columns if c.startswith(prefix))]]  # fmt: skip
     paired = paired_runs(finished, keys)
     return Report(runs, finished, summarize(finished, paired, keys, metrics),
                   find_problems(runs, finished, seeds, keys), axes=axes,
@@ -458,7 +464,12 @@ def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list
     return paths
 
 
-def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path]:
+def plot_heatmaps(
+    report: Report, layers: list[str], out_dir: Path, title: str = ALIGNMENT["cka/"][0],
+    prefix: str = "heatmap",
+) -> list[Path]:  # fmt: skip
+    """Per (dataset, pair), one panel per layer: `layers` (metrics in [0, 1]) by configuration
+    and alpha."""
     paths = []
     kd_rows = report.summary[report.summary["alpha"].notna()]
     for (dataset, pair), rows in kd_rows.groupby(["dataset", "pair"]):
@@ -480,9 +491,9 @@ def plot_heatmaps(report: Report, layers: list[str], out_dir: Path) -> list[Path
                                 color="white" if value < 0.6 else "black")  # fmt: skip
             ax.set_xlabel("alpha")
             ax.set_title(layer)
-        fig.colorbar(image, ax=axes, label="mean CKA")
-        fig.suptitle(f"{dataset}, {pair}: mean CKA with the teacher, configuration × alpha")
-        path = out_dir / f"heatmap_{dataset}_{_slug(pair)}.png"
+        fig.colorbar(image, ax=axes, label=title.split(" (")[0])
+        fig.suptitle(f"{dataset}, {pair}: {title}, configuration × alpha")
+        path = out_dir / f"{prefix}_{dataset}_{_slug(pair)}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
@@ -527,16 +538,19 @@ def since_report(report: Report, since: dt.datetime) -> str:
 def write_report(report: Report, out_dir: Path, alignment: str,
                  since: dt.datetime | None = None) -> list[Path]:  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = [c[: -len(" mean")] for c in report.summary.columns
-              if c.startswith("cka/") and c.endswith(" mean")]  # fmt: skip
+    aligned = {prefix: [c[: -len(" mean")] for c in report.summary.columns
+                        if c.startswith(prefix) and c.endswith(" mean")]
+               for prefix in ALIGNMENT}  # fmt: skip
+    layers = [layer for prefix_layers in aligned.values() for layer in prefix_layers]
     written = [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "runs.csv"]
     written[0].write_text(markdown_summary(report))
     report.summary.to_csv(written[1], index=False)
     report.runs.to_csv(written[2], index=False)
     written += plot_paired(report, out_dir)
     written += plot_alpha_sweeps(report, ["acc", *layers], out_dir)
-    if layers:
-        written += plot_heatmaps(report, layers, out_dir)
+    for prefix, (title, file_prefix) in ALIGNMENT.items():
+        if aligned[prefix]:
+            written += plot_heatmaps(report, aligned[prefix], out_dir, title, file_prefix)
     if alignment in report.finished.columns:
         written.append(plot_accuracy_vs_alignment(report, alignment, out_dir))
     remove_stale_figures(out_dir, written)
@@ -570,7 +584,8 @@ def write_provenance(repo: Path, out_dir: Path, report: Report, command: str) ->
     return paths
 
 
-FIGURES = ("paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png", "acc_vs_alignment.png")
+FIGURES = ("paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png", "attn_heatmap_*.png",
+           "acc_vs_alignment.png")  # fmt: skip
 """The names of the figures `write_report` draws (and removes when it no longer draws them)."""
 
 

@@ -31,6 +31,8 @@ class ShapeInfo:
     stages: dict[str, tuple[int, ...]]  # name -> (C, H, W) for conv maps, (T, D) for tokens
     embedding_dim: int
     num_classes: int
+    attention_heads: tuple[int, ...] = ()
+    """Heads of each nn.MultiheadAttention, in network order (none for convolutional nets)."""
 
 
 @dataclasses.dataclass(frozen=True)

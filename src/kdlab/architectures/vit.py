@@ -21,7 +21,8 @@ def vit_shapes(config: Mapping[str, Any], num_classes: int, image_size: int) -> 
                           f"{patch}; got {image_size}")  # fmt: skip
     tokens = (image_size // patch) ** 2 + 1  # the patches and the class token
     stages = {f"block{i + 1}": (tokens, config["dim"]) for i in range(config["depth"])}
-    return ShapeInfo(stages, config["dim"], num_classes)
+    return ShapeInfo(stages, config["dim"], num_classes, (config["heads"],) * config["depth"])
 
 
 register_arch("vit_tiny", "vit", {"depth": 4, "heads": 4, "dim": 64, "mlp_dim": 128}, vit_shapes)
+register_arch("vit_small", "vit", {"depth": 6, "heads": 8, "dim": 128, "mlp_dim": 256}, vit_shapes)

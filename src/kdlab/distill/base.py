@@ -32,6 +32,9 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = True
     artifacts: ClassVar[tuple[str, ...]] = ()
     """Names of the files in PairInfo.artifacts this method needs."""
+    extras: ClassVar[frozenset[str]] = frozenset()
+    """Extra outputs this method needs from both networks (FeatureModel.extras, e.g.
+    {"last_qkv"}); the student's setup asks the networks for them."""
     training_state: ClassVar[tuple[str, ...]] = ()
     """Buffers that only training needs (CRD's memories): resume checkpoints keep them, model
     files do not (`model_state_dict`)."""

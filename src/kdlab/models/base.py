@@ -22,6 +22,9 @@ class Features:
     stages: dict[str, torch.Tensor]  # name -> (B, C_i, H_i, W_i)
     embedding: torch.Tensor  # (B, D)
     logits: torch.Tensor  # (B, num_classes)
+    extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    """Outputs a KD method asked the network for (`FeatureModel.extras`), e.g. `last_q`,
+    `last_k`, `last_v`: the last attention layer's projections (B, T, D)."""
 
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
@@ -36,6 +39,8 @@ class FeatureModel(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ()
+    extras: frozenset[str] = frozenset()
+    """Extra outputs `forward_features` adds to Features.extras (set by the KD method's setup)."""
 
     def forward_features(self, x: torch.Tensor) -> Features:
         raise NotImplementedError
@@ -69,8 +74,10 @@ def probe_shapes(model: FeatureModel, in_channels: int, height: int, width: int)
         x = torch.zeros(2, in_channels, height, width, device=param.device, dtype=param.dtype)
         feats = model.forward_features(x)
     model.train(was_training)
+    heads = tuple(m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention))
     return ShapeInfo(
         stages={name: tuple(t.shape[1:]) for name, t in feats.stages.items()},
         embedding_dim=feats.embedding.shape[1],
         num_classes=feats.logits.shape[1],
+        attention_heads=heads,
     )

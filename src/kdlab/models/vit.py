@@ -8,6 +8,7 @@ need convolutional maps refuse this model (kdlab.distill.specs.require_conv_maps
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdlab.architectures.vit import vit_patch_size
@@ -49,7 +50,18 @@ class ViT(FeatureModel):
         out = self.vit.encoder.dropout(out)
         stages = {}
         for name, block in self.stage_modules().items():
+            last_input = out
             out = block(out)
             stages[name] = out
         embedding = self.vit.encoder.ln(out)[:, 0]
-        return Features(stages=stages, embedding=embedding, logits=self.vit.heads(embedding))
+        extras = self.last_qkv(last_input) if "last_qkv" in self.extras else {}
+        return Features(stages, embedding, self.vit.heads(embedding), extras)
+
+    def last_qkv(self, last_input: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The last attention layer's query, key and value projections (B, T, D) of its input,
+        as nn.MultiheadAttention computes them (heads are slices of D)."""
+        block = self.vit.encoder.layers[-1]
+        attention = block.self_attention
+        qkv = F.linear(block.ln_1(last_input), attention.in_proj_weight, attention.in_proj_bias)
+        q, k, v = qkv.chunk(3, dim=-1)
+        return {"last_q": q, "last_k": k, "last_v": v}

@@ -97,6 +97,7 @@ def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool
         stages={name: t.clone() for name, t in features.stages.items()},
         embedding=features.embedding.clone(),
         logits=features.logits.clone(),
+        extras={name: t.clone() for name, t in features.extras.items()},
     )
 
 

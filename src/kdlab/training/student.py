@@ -43,5 +43,8 @@ def student_setup(
         inputs = {name: sha256_file(path) for name, path in sorted(artifacts.items())}
         inputs["teacher"] = teacher_sha
     distiller = make_distiller(method, params.kd.method_params, pair)
+    model.extras = frozenset(distiller.extras)
+    if teacher is not None:
+        teacher.extras = frozenset(distiller.extras)
     loss_setup = LossSetup(params.kd.alpha, params.student_label_smoothing, teacher)
     return RoleSetup(model, distiller, loss_setup, "kdlab.stages.train_student", inputs)
