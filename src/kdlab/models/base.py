@@ -65,6 +65,50 @@ class FeatureModel(nn.Module):
         return self.forward_features(x).logits
 
 
+class StagedConvNet(FeatureModel):
+    """A convolutional classifier of three stages: `stem`, `stage1`..`stage3` (each a sequence of
+    residual blocks, the first of which may change width and stride), `head` (identity unless a
+    family needs one), global average pooling and the linear classifier `fc`."""
+
+    stage_names = ("stage1", "stage2", "stage3")
+
+    def build(self, stem: nn.Module, block: Callable[[int, int, int], nn.Module], stem_width: int,
+              widths: tuple[int, ...], strides: tuple[int, ...], blocks: int, num_classes: int,
+              head: Callable[[int], nn.Module] | None = None) -> None:  # fmt: skip
+        """Add the modules, in this order: stem, the stages of `blocks` blocks(in, out, stride),
+        head(channels), pool, fc; then initialise them (Kaiming for convolutions, BN at 1, 0)."""
+        self.stem = stem
+        channels = stem_width
+        for i, (width, stride) in enumerate(zip(widths, strides, strict=True), start=1):
+            layers = []
+            for b in range(blocks):
+                layers.append(block(channels, width, stride if b == 0 else 1))
+                channels = width
+            self.add_module(f"stage{i}", nn.Sequential(*layers))
+        self.head = head(channels) if head is not None else nn.Identity()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(channels, num_classes)
+        self.embedding_dim = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def embedding_hook(self):
+        return self.pool, lambda pooled: pooled
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        out = self.stem(x)
+        stages = {}
+        for name in self.stage_names:
+            out = getattr(self, name)(out)
+            stages[name] = out
+        embedding = self.pool(self.head(out))
+        return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))
+
+
 def probe_shapes(model: FeatureModel, in_channels: int, height: int, width: int) -> ShapeInfo:
     """Run one tiny forward pass (eval mode, no grad) to read the model's feature shapes."""
     was_training = model.training

@@ -14,7 +14,7 @@ from torch import nn
 
 from kdlab.architectures.resnet import STRIDES
 from kdlab.models import register_family
-from kdlab.models.base import FeatureModel, Features
+from kdlab.models.base import StagedConvNet
 
 
 class BasicBlock(nn.Module):
@@ -38,10 +38,8 @@ class BasicBlock(nn.Module):
 
 
 @register_family("resnet")
-class CifarResNet(FeatureModel):
+class CifarResNet(StagedConvNet):
     """ResNet-(6n+2) for small images; stages `stage1`..`stage3`, `embedding` of widths[-1]."""
-
-    stage_names = ("stage1", "stage2", "stage3")
 
     def __init__(
         self, depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64),
@@ -51,41 +49,10 @@ class CifarResNet(FeatureModel):
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
-        blocks = (depth - 2) // 6
         self.depth = depth
-        self.stem = nn.Sequential(
+        stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        channels = widths[0]
-        for i, (width, stride) in enumerate(zip(widths[1:], STRIDES, strict=True), start=1):
-            layers = []
-            for b in range(blocks):
-                layers.append(BasicBlock(channels, width, stride if b == 0 else 1))
-                channels = width
-            self.add_module(f"stage{i}", nn.Sequential(*layers))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(channels, num_classes)
-        self.embedding_dim = channels
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
-    def embedding_hook(self):
-        return self.pool, lambda pooled: pooled
-
-    def forward_features(self, x: torch.Tensor) -> Features:
-        out = self.stem(x)
-        stages = {}
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            stages[name] = out
-        embedding = self.pool(out)
-        return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))
+        self.build(stem, BasicBlock, widths[0], widths[1:], STRIDES, (depth - 2) // 6, num_classes)

@@ -15,7 +15,7 @@ from torch import nn
 
 from kdlab.architectures.wrn import STRIDES, wrn_widths
 from kdlab.models import register_family
-from kdlab.models.base import FeatureModel, Features
+from kdlab.models.base import StagedConvNet
 
 
 class PreActBlock(nn.Module):
@@ -36,10 +36,8 @@ class PreActBlock(nn.Module):
 
 
 @register_family("wrn")
-class WideResNet(FeatureModel):
+class WideResNet(StagedConvNet):
     """WRN-depth-widen; stages `stage1`..`stage3` (group outputs), `embedding` of 64·widen."""
-
-    stage_names = ("stage1", "stage2", "stage3")
 
     def __init__(
         self, depth: int, widen: int, in_channels: int = 3, num_classes: int = 10,
@@ -49,37 +47,9 @@ class WideResNet(FeatureModel):
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
-        blocks = (depth - 4) // 6
         widths = wrn_widths(widen)
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        channels = widths[0]
-        for i, (width, stride) in enumerate(zip(widths[1:], STRIDES, strict=True), start=1):
-            layers = []
-            for b in range(blocks):
-                layers.append(PreActBlock(channels, width, stride if b == 0 else 1))
-                channels = width
-            self.add_module(f"stage{i}", nn.Sequential(*layers))
-        self.head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(channels, num_classes)
-        self.embedding_dim = channels
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
-
-    def embedding_hook(self):
-        return self.pool, lambda pooled: pooled
-
-    def forward_features(self, x: torch.Tensor) -> Features:
-        out = self.stem(x)
-        stages = {}
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            stages[name] = out
-        embedding = self.pool(self.head(out))
-        return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))
+        stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks = (depth - 4) // 6
+        self.build(stem, PreActBlock, widths[0], widths[1:], STRIDES, blocks, num_classes,
+                   head=lambda width: nn.Sequential(nn.BatchNorm2d(width), nn.ReLU()))  # fmt: skip
+        nn.init.zeros_(self.fc.bias)  # as RepDistiller's WRN
