@@ -155,7 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         configure_torch(device)
         torch.manual_seed(0)
         progress = lambda it: tqdm(it, desc="bench", unit="method", file=sys.stderr)  # noqa: E731
-        methods = args.methods or bench.default_methods()
+        methods = args.methods or bench.default_methods(cfg)
         results["train"] = bench.run_benchmark(cfg, methods, opts, progress)
         tables.append(bench.format_table(results["train"]))
     if args.suite in ("real", "all"):

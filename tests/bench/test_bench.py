@@ -135,3 +135,13 @@ def assert_synthetic_experiments_listed(repo, baseline: str, count: int) -> None
         ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/bench-{i:04d}"
         assert git(repo, "rev-parse", f"{ref}^").strip() == baseline
     run(["git", "fsck", "--no-dangling"], cwd=repo)
+
+
+def test_default_methods_are_those_that_serve_the_benchmarked_pair():
+    cfg = bench.resolve_config("cifar", torch.device("cpu"), 1, 1)
+    methods = bench.default_methods(cfg)
+    assert methods[0] == "none" and {"crd", "dkd", "fitnets", "ft"} <= set(methods)
+    assert "minilm" not in methods  # the benchmark's ResNets have no attention
+    vit = dataclasses.replace(cfg, teacher="vit_small", student="vit_tiny")
+    assert {"minilm", "logit"} <= set(bench.default_methods(vit))
+    assert "fitnets" not in bench.default_methods(vit)

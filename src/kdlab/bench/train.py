@@ -141,9 +141,24 @@ def resolve_options(
                    kdlab_compile=_switch("kdlab-compile", kdlab_compile, cuda))  # fmt: skip
 
 
-def default_methods() -> list[str]:
-    """Every registered method, the pure model first."""
-    return ["none", *(m for m in METHODS if m != "none")]
+def default_methods(cfg: BenchConfig) -> list[str]:
+    """Every registered method that serves the configuration's pair, the pure model first."""
+    from kdlab.architectures import feature_shapes
+    from kdlab.distill.specs import get_spec
+
+    shapes = (
+        feature_shapes(arch, cfg.classes, cfg.image_size) for arch in (cfg.student, cfg.teacher)
+    )
+    pair = PairInfo(*shapes)
+    served = []
+    for method in METHODS:
+        spec = get_spec(method)
+        try:
+            spec.check(spec.params_cls() if spec.params_cls else None, pair)
+        except ConfigError:
+            continue  # e.g. minilm on ResNets
+        served.append(method)
+    return ["none", *(m for m in served if m != "none")]
 
 
 def synthetic_split(count: int, cfg: BenchConfig, device: torch.device, seed: int) -> Split:
