@@ -301,8 +301,10 @@ def test_vit_to_vit_with_minilm_attention_in_exp_show_plots_diff_and_report(repo
         assert 0 <= analysis[f"attn_cls/student/block{i}"] <= 1
     assert {f"attn_entropy/teacher/block{i}" for i in range(1, 7)} <= set(analysis)
     figures = repo / "plots/figures"
-    for name in ("attention_heads", "attention_rollout", "attention_entropy_over_training",
-                 "attention_distance_over_training"):  # fmt: skip
+    over_training = [
+        f"attention_{m}_over_training" for m in ("entropy", "distance", "cls", "match")
+    ]
+    for name in ("attention_heads", "attention_rollout", *over_training):
         assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
     rows = {e["name"]: e for c in json.loads(dvc_json(repo)) for e in c.get("experiments") or []}
     shown = rows["vit-minilm-a0.9"]["revs"][0]["data"]["metrics"]["metrics/analysis.json"]["data"]

@@ -9,8 +9,9 @@ Metrics (means over the heads of a layer):
     attn_match/<layer>             the student layer's heads matched one to one with those of
                                    the teacher layer at the same relative depth: 1 − JS / ln 2
 Plot rows and figures: every head's entropy and distance (`attention_heads`), the student's
-per-layer entropy and distance at each milestone (`attention_by_epoch`, two figures), and the
-attention rollout of a few fixed test samples, teacher above student (`attention_rollout`).
+per-layer entropy, distance, class-token attention and head match with the final teacher at
+each milestone (`attention_by_epoch`, one figure each), and the attention rollout of a few fixed
+test samples, teacher above student (`attention_rollout`).
 """
 
 from __future__ import annotations
@@ -61,16 +62,36 @@ def rollout_rows(role: str, maps: dict[str, torch.Tensor]) -> list[dict]:
             for s in range(len(cls)) for p, (r, c) in enumerate(grid)]  # fmt: skip
 
 
-def milestone_rows(inputs: Inputs, final_epoch: int) -> list[dict]:
-    """The student's per-layer mean entropy and distance at each milestone and at the end."""
+def matched_similarity(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]):
+    """Student layer -> 1 − mean JS / ln 2 of its heads matched to the teacher layer at the same
+    relative depth (empty without a teacher with attention)."""
+    if not teacher or not student:
+        return {}
+    t_layers, s_layers = list(teacher), list(student)
+    return {s_layers[s]: attn.match_heads(attn.head_divergence(teacher[t_layers[t]],
+                                                              student[s_layers[s]]))[2]
+            for t, s in attn.paired_layers(len(t_layers), len(s_layers))}  # fmt: skip
+
+
+def milestone_rows(inputs: Inputs, teacher: dict[str, torch.Tensor], final_epoch: int):
+    """The student's per-layer means at each milestone and at the end, and its heads' match
+    with the final teacher's."""
     names = [m for m in inputs.cache.models() if re.fullmatch(r"student@epoch_\d+", m)]
     rows = []
     for name in [*names, "student"]:
         epoch = int(name.split("_")[-1]) if "@" in name else final_epoch
-        means = layer_means(head_rows("student", attention_maps(inputs, name)))
-        rows += [{"epoch": epoch, "layer": layer, "entropy": m["entropy"],
-                  "distance": m["distance"]} for (_, layer), m in means.items()]  # fmt: skip
+        maps = attention_maps(inputs, name)
+        match = matched_similarity(teacher, maps)
+        rows += [{"epoch": epoch, "layer": layer, **m, **({"match": match[layer]} if match else {})}
+                 for (_, layer), m in layer_means(head_rows("student", maps)).items()]  # fmt: skip
     return sorted(rows, key=lambda r: r["epoch"])
+
+
+OVER_TRAINING = {"entropy": "attention entropy (nats)",
+                 "distance": "mean attention distance (patches)",
+                 "cls": "class-token attention on the patches",
+                 "match": "head match with the teacher"}  # fmt: skip
+"""The measures drawn over the student's milestones, one figure each."""
 
 
 @register_measure("attention", "run")
@@ -84,22 +105,18 @@ def attention(inputs: Inputs) -> Output:
                for name, value in means.items()}  # fmt: skip
     out = Output(metrics, {"attention_heads": heads},
                  {"attention_heads": ("attention_heads", plots.attention_heads)})  # fmt: skip
-    if maps["teacher"] and maps["student"]:
-        t_layers, s_layers = list(maps["teacher"]), list(maps["student"])
-        for t, s in attn.paired_layers(len(t_layers), len(s_layers)):
-            divergence = attn.head_divergence(
-                maps["teacher"][t_layers[t]], maps["student"][s_layers[s]]
-            )
-            out.metrics[f"attn_match/{s_layers[s]}"] = attn.match_heads(divergence)[2]
+    for layer, similarity in matched_similarity(maps["teacher"], maps["student"]).items():
+        out.metrics[f"attn_match/{layer}"] = similarity
     out.plots["attention_rollout"] = [row for role, m in maps.items() if m
                                       for row in rollout_rows(role, m)]  # fmt: skip
     out.figures["attention_rollout"] = ("attention_rollout", plots.attention_rollout_maps)
     if maps["student"]:
         final_epoch = int(inputs.cache.meta["models"]["student"].get("epoch", 0))
-        out.plots["attention_by_epoch"] = rows = milestone_rows(inputs, final_epoch)
+        rows = milestone_rows(inputs, maps["teacher"], final_epoch)
+        out.plots["attention_by_epoch"] = rows
         if len({r["epoch"] for r in rows}) >= 2:
-            for measure, label in (("entropy", "attention entropy (nats)"),
-                                   ("distance", "mean attention distance (patches)")):  # fmt: skip
-                draw = plots.attention_over_training(measure, label)
-                out.figures[f"attention_{measure}_over_training"] = ("attention_by_epoch", draw)
+            for measure, label in OVER_TRAINING.items():
+                if measure in rows[0]:
+                    draw = plots.attention_over_training(measure, label)
+                    out.figures[f"attention_{measure}_over_training"] = ("attention_by_epoch", draw)
     return out
