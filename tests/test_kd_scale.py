@@ -67,12 +67,11 @@ def test_kd_scale_command_prints_a_table():
     proc = subprocess.run(cmd, capture_output=True, text=True, env=tool_env())
     assert proc.returncode == 0, proc.stderr
     header, _rule, row = proc.stdout.strip().splitlines()
-    assert header == "| dataset | teacher → student | " + " | ".join(kd_methods()) + " |"
+    served = [m for m in kd_methods() if m != "minilm"]  # ResNets have no attention to distil
+    assert header == "| dataset | teacher → student | " + " | ".join(served) + " |"
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:2] == ["digits", "resnet20 → resnet8"]
-    ratios = dict(zip(kd_methods(), cells[2:], strict=True))
-    assert ratios.pop("minilm") == "–"  # ResNets have no attention to distil
-    assert all(0.1 <= float(c) <= 10 for c in ratios.values())
+    assert len(cells) == 2 + len(served) and all(0.1 <= float(c) <= 10 for c in cells[2:])
 
 
 def test_kd_scale_rejects_an_unknown_dataset():
