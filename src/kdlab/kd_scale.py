@@ -20,7 +20,7 @@ from kdlab.data.datasets import DATASETS
 from kdlab.data.loader import Batch
 from kdlab.distill.base import PairInfo, student_loss
 from kdlab.distill.registry import METHODS, make_distiller
-from kdlab.errors import ConfigError
+from kdlab.distill.specs import methods_serving
 from kdlab.models import make_model
 
 DEFAULT_PAIRS = (
@@ -70,11 +70,9 @@ def measure_pair(
         t_feats = teacher.forward_features(images)
         s_feats = student.forward_features(images)
     rows = []
-    for method in methods:
-        try:
-            distiller = make_distiller(method, None, pair)
-        except ConfigError:
-            continue  # a pair this method cannot serve (e.g. feature maps of a ViT)
+    served = methods_serving(pair)
+    for method in (m for m in methods if m in served):  # e.g. no feature maps in a ViT
+        distiller = make_distiller(method, None, pair)
         with torch.no_grad():
             terms = student_loss(distiller, alpha, s_feats, t_feats,
                                  Batch(images, labels, torch.arange(batch)))  # fmt: skip

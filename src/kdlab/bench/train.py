@@ -144,21 +144,12 @@ def resolve_options(
 def default_methods(cfg: BenchConfig) -> list[str]:
     """Every registered method that serves the configuration's pair, the pure model first."""
     from kdlab.architectures import feature_shapes
-    from kdlab.distill.specs import get_spec
+    from kdlab.distill.specs import methods_serving
 
     shapes = (
         feature_shapes(arch, cfg.classes, cfg.image_size) for arch in (cfg.student, cfg.teacher)
     )
-    pair = PairInfo(*shapes)
-    served = []
-    for method in METHODS:
-        spec = get_spec(method)
-        try:
-            spec.check(spec.params_cls() if spec.params_cls else None, pair)
-        except ConfigError:
-            continue  # e.g. minilm on ResNets
-        served.append(method)
-    return ["none", *(m for m in served if m != "none")]
+    return ["none", *(m for m in methods_serving(PairInfo(*shapes)) if m != "none")]
 
 
 def synthetic_split(count: int, cfg: BenchConfig, device: torch.device, seed: int) -> Split:

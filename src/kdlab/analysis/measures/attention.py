@@ -73,17 +73,20 @@ def matched_similarity(teacher: dict[str, torch.Tensor], student: dict[str, torc
             for t, s in attn.paired_layers(len(t_layers), len(s_layers))}  # fmt: skip
 
 
-def milestone_rows(inputs: Inputs, teacher: dict[str, torch.Tensor], final_epoch: int):
+def milestone_rows(inputs: Inputs, maps: dict[str, dict[str, torch.Tensor]],
+                   final_match: dict[str, float], final_epoch: int) -> list[dict]:  # fmt: skip
     """The student's per-layer means at each milestone and at the end, and its heads' match
-    with the final teacher's."""
+    with the final teacher's (`maps` and `final_match`: the final networks', already read)."""
     names = [m for m in inputs.cache.models() if re.fullmatch(r"student@epoch_\d+", m)]
     rows = []
     for name in [*names, "student"]:
-        epoch = int(name.split("_")[-1]) if "@" in name else final_epoch
-        maps = attention_maps(inputs, name)
-        match = matched_similarity(teacher, maps)
+        final = name == "student"
+        epoch = final_epoch if final else int(name.split("_")[-1])
+        student = maps["student"] if final else attention_maps(inputs, name)
+        match = final_match if final else matched_similarity(maps["teacher"], student)
+        means = layer_means(head_rows("student", student))
         rows += [{"epoch": epoch, "layer": layer, **m, **({"match": match[layer]} if match else {})}
-                 for (_, layer), m in layer_means(head_rows("student", maps)).items()]  # fmt: skip
+                 for (_, layer), m in means.items()]  # fmt: skip
     return sorted(rows, key=lambda r: r["epoch"])
 
 
@@ -105,14 +108,14 @@ def attention(inputs: Inputs) -> Output:
                for name, value in means.items()}  # fmt: skip
     out = Output(metrics, {"attention_heads": heads},
                  {"attention_heads": ("attention_heads", plots.attention_heads)})  # fmt: skip
-    for layer, similarity in matched_similarity(maps["teacher"], maps["student"]).items():
-        out.metrics[f"attn_match/{layer}"] = similarity
+    final_match = matched_similarity(maps["teacher"], maps["student"])
+    out.metrics |= {f"attn_match/{layer}": similarity for layer, similarity in final_match.items()}
     out.plots["attention_rollout"] = [row for role, m in maps.items() if m
                                       for row in rollout_rows(role, m)]  # fmt: skip
     out.figures["attention_rollout"] = ("attention_rollout", plots.attention_rollout_maps)
     if maps["student"]:
         final_epoch = int(inputs.cache.meta["models"]["student"].get("epoch", 0))
-        rows = milestone_rows(inputs, maps["teacher"], final_epoch)
+        rows = milestone_rows(inputs, maps, final_match, final_epoch)
         out.plots["attention_by_epoch"] = rows
         if len({r["epoch"] for r in rows}) >= 2:
             for measure, label in OVER_TRAINING.items():

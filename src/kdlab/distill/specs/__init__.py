@@ -32,6 +32,18 @@ def get_spec(method: str) -> MethodSpec:
     return specs[method]
 
 
+def methods_serving(pair: PairInfo) -> list[str]:
+    """The methods (by name) whose check accepts `pair` with their default params."""
+    served = []
+    for name, spec in load_specs().items():
+        try:
+            spec.check(spec.params_cls() if spec.params_cls else None, pair)
+        except ConfigError:
+            continue  # e.g. minilm on ResNets, feature-map methods on ViTs
+        served.append(name)
+    return served
+
+
 def require_conv_maps(method: str, pair: PairInfo) -> None:
     """Refuse models whose stages are not (C, H, W) feature maps (e.g. a ViT's token sequences)."""
     for role, info in (("student", pair.student), ("teacher", pair.teacher)):
