@@ -3,6 +3,8 @@ at the `check` stage, and every output and tracked file stays exactly as it was.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,9 @@ def repo(tmp_path_factory) -> Path:
     return clone
 
 
-def assert_untouched(repo: Path, before: dict[str, bytes], out: str) -> None:
-    assert "kdlab check: error:" in out, out
+def assert_untouched(repo: Path, before: dict[str, bytes], out: str,
+                     said: str = "kdlab check: error:") -> None:  # fmt: skip
+    assert said in out, out
     assert "Running stage 'train_" not in out and "Running stage 'extract'" not in out, out
     changed = git(repo, "status", "--porcelain").splitlines()
     assert changed in ([], [" M params.yaml"]), changed  # the edit itself, nothing else
@@ -69,3 +72,23 @@ def test_invalid_exp_run_set_param_leaves_everything(repo, setting):
     proc = run(["dvc", "exp", "run", "-S", setting], cwd=repo, check=False)
     assert proc.returncode != 0
     assert_untouched(repo, before, proc.stdout + proc.stderr)
+
+
+def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, tmp_path):
+    """`.venv/bin/dvc repro` without `source .venv/bin/activate`: DVC runs the stages with the
+    `python` first on PATH, here one with nothing but the standard library."""
+    before = outputs(repo)
+    bare = tmp_path / "bare"
+    run([sys.executable, "-m", "venv", "--without-pip", str(bare)], cwd=tmp_path)
+    write_params(repo / "params.yaml", tiny_params(**TINY, **{"kd.alpha": 0.7}))
+    (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # as `make install` leaves it
+    path = f"{bare / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    try:
+        proc = run([".venv/bin/dvc", "repro"], cwd=repo, check=False, env_extra={"PATH": path})
+    finally:
+        (repo / ".venv").unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    assert_untouched(repo, before, out, said=f"kdlab: {bare / 'bin' / 'python'} is not the "
+                     "project's environment (no module PIL, dvc, dvclive and 8 more): run "
+                     "`source .venv/bin/activate` and run the command again")  # fmt: skip

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import yaml
 
 from kdlab import show
 
-from .conftest import REPO_ROOT, run
+from .conftest import REPO_ROOT, run, tool_env
 from .repos import git, set_identity
 
 BASE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -75,7 +76,8 @@ def repo(tmp_path) -> Path:
     queue = {"digits-logit-a0.9-s0": "queued", "digits-none-s9": "queued",
              "digits-at-a0.9-s0": "running",
              "digits-at-a0.9-s1": "waiting", "digits-logit-a0.9-s1": "failed",
-             "digits-none-s1": "dead"}  # fmt: skip
+             "digits-none-s1": "dead", "digits-logit-a0.9-s2": "starting",
+             "digits-logit-a0.9-s3": "extracting"}  # fmt: skip
     for name, state in queue.items():
         params = _params(kd__method="none", seed=9) if name.endswith("s9") else _params(
             kd__alpha=0.9, kd__method="at" if "-at-" in name else "logit")  # fmt: skip
@@ -95,11 +97,15 @@ def repo(tmp_path) -> Path:
         info = {"name": name, "baseline_rev": head, "status": 2}
         (run_dir / rev / f"{rev}.run").write_text(json.dumps(info))
         pid = os.getpid() if state != "dead" else 2**22 + 17  # no such process
-        (run_dir / rev / f"{rev}.pid").write_text(str(pid))
+        if state != "starting":  # DVC marks a task running before its pid file is written
+            (run_dir / rev / f"{rev}.pid").write_text(str(pid))
         lines = ["INFO kdlab.training.run: training teacher resnet20 on digits"]
         if state == "running":
             lines += ["INFO kdlab.training.run: student epoch 2/30: train loss 0.5",
                       "INFO kdlab.training.run: student epoch 3/30: train loss 0.4"]  # fmt: skip
+        if state == "extracting":  # DVC's line for the stage after training
+            lines += ["INFO kdlab.training.run: student epoch 30/30: train loss 0.1", "",
+                      "Running stage 'extract':", "> python -m kdlab..."]  # fmt: skip
         if state == "waiting":
             lines += [f"INFO kdlab.training.shared_teacher: {show.WAITING_LINE} (/x/lock)"]
         log.write_text("\n".join(lines) + "\n")
@@ -141,6 +147,8 @@ def test_every_state_and_the_paired_delta(repo):
     assert rows["digits-at-a0.9-s0"]["state"] == "running (student epoch 3/30)"
     assert rows["digits-at-a0.9-s1"]["state"] == "running (waiting for teacher)"
     assert rows["digits-none-s1"]["state"] == "dead"
+    assert rows["digits-logit-a0.9-s2"]["state"] == "running (starting)"
+    assert rows["digits-logit-a0.9-s3"]["state"] == "running (extract)"
     failed = rows["digits-logit-a0.9-s1"]
     assert failed["state"] == "failed" and (repo / failed["log"]).is_file()
     # the params.yaml grid (digits, logit+at, alphas 0.5/0.9, seeds 0/1): what is left
@@ -157,10 +165,10 @@ def test_table_fits_160_columns_and_counts_states(repo):
     short = [line.split()[0] for line in lines if line.startswith("fashion_mnist-")]
     assert len(short) == 1 and "…" in short[0] and short[0].endswith("-s0"), short
     assert "running (student epoch 3/30)" in out  # the state is never shortened first
-    assert "14 experiments: 1 dead, 6 done, 1 failed, 2 not queued, 2 queued, 2 running" in lines
+    assert "16 experiments: 1 dead, 6 done, 1 failed, 2 not queued, 2 queued, 4 running" in lines
     assert any(line.startswith("digits-logit-a0.9-s1: failed, log ") for line in lines)
     narrow = run(["kdlab", "show", "--width", "130"], cwd=repo).stdout.splitlines()
-    end = next(i for i, line in enumerate(narrow) if line.startswith("14 experiments"))
+    end = next(i for i, line in enumerate(narrow) if line.startswith("16 experiments"))
     table = narrow[:end]  # the failed and dead experiments' logs come after the table
     assert max(len(line) for line in table) <= 130, table
 
@@ -233,3 +241,12 @@ def test_all_commits_keeps_each_commits_experiments_apart(repo):
     assert nones == {(old, 0.90), (new, 0.5)}
     (logit,) = [r for r in rows if r["name"] == "digits-logit-a0.5-s0"]
     assert logit["delta"] == pytest.approx(0.93 - 0.90)  # its own commit's baseline
+
+
+def test_a_reader_that_stops_early_is_no_traceback(repo):
+    """`kdlab show | head -3`: the pipe closes before kdlab writes; no BrokenPipeError."""
+    proc = subprocess.Popen(["kdlab", "show"], cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 0 and err == b"", err

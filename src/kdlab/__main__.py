@@ -2,6 +2,10 @@
 
 import sys
 
-from kdlab.cli import main
+from kdlab.environment import require_environment
+
+require_environment()
+
+from kdlab.cli import main  # noqa: E402  (after the environment check)
 
 sys.exit(main())

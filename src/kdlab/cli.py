@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -375,9 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the command line as given, for provenance
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
     except KdlabError as exc:
         print(f"kdlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kdlab show | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 0
     return 0
 
 

@@ -51,6 +51,7 @@ STASH_MESSAGE = re.compile(
 TASK_STATES = {0: "queued", 1: "running", 2: "running", 3: "done", 4: "failed", 5: "cancelled",
                6: "done"}  # fmt: skip
 EPOCH_LINE = re.compile(r"\b(teacher|student|paraphraser) epoch (\d+)/(\d+)")
+STAGE_LINE = re.compile(r"^Running stage '(\w+)'")  # DVC's, before each stage it runs
 WAITING_LINE = "another experiment is training this exact run; waiting for it"
 # Params that never tell a KD run from its baseline's pairing key.
 NOT_PAIRED = ("kd.", "grid.", "slurm.")
@@ -212,17 +213,26 @@ def stash_entries(repo: Path, ref: str) -> list[dict[str, str]]:
     return entries
 
 
-def _alive(pid_file: Path) -> bool:
+def _alive(pid_file: Path) -> bool | None:
+    """Whether the process a DVC task's pid file names is alive; None while the file is not
+    written yet (DVC marks a task running a moment before its process manager writes it)."""
     try:
-        os.kill(int(pid_file.read_text().split()[0]), 0)
+        text = pid_file.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    try:
+        os.kill(int(text.split()[0]), 0)
     except (OSError, ValueError, IndexError):
         return False
     return True
 
 
 def progress(log: Path) -> str | None:
-    """How far a running experiment is, from its log: 'student epoch 3/20', 'waiting for its
-    teacher', or None when the log says neither yet."""
+    """How far a running experiment is, from its log: 'student epoch 3/20', 'waiting for
+    teacher', the stage DVC started last when it trains nothing ('extract', 'analyze'), or None
+    when the log says none of these yet."""
     try:
         with open(log, "rb") as handle:
             handle.seek(max(0, os.path.getsize(log) - 65536))
@@ -236,6 +246,9 @@ def progress(log: Path) -> str | None:
             return f"{role} epoch {done}/{total}"
         if WAITING_LINE in line:
             return "waiting for teacher"
+        stage = STAGE_LINE.match(line)
+        if stage:
+            return stage.group(1)
     return None
 
 
@@ -253,7 +266,7 @@ def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
         rev, log = info_file.stem, info_file.with_suffix(".out")
         state = TASK_STATES.get(info.get("status"), "unknown")
         if state == "running":
-            if not _alive(info_file.with_suffix(".pid")):
+            if _alive(info_file.with_suffix(".pid")) is False:
                 state = "dead"
             else:
                 state = f"running ({progress(log) or 'starting'})"

@@ -104,6 +104,8 @@ def test_only_selects_by_name(runs):
     assert sorted(rep.select(runs, "none-*")["name"]) == ["none-s0", "none-s1"]
     with pytest.raises(rep.ConfigError, match=r"^--only 'nomatch-\*' matches no experiment$"):
         rep.select(runs, "nomatch-*")
+    with pytest.raises(rep.ConfigError, match=r"^--only 'nomatch-\*' matches no experiment$"):
+        rep.select(rep.parse_exp_show([{"rev": "workspace", "experiments": None}]), "nomatch-*")
 
 
 def test_unknown_alignment_is_refused_and_stale_figures_go(runs, tmp_path):

@@ -592,7 +592,8 @@ FIGURES = ("paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png", "attn_hea
 def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
     if not pattern:
         return runs
-    chosen = runs[runs["name"].map(lambda n: fnmatch.fnmatchcase(str(n), pattern))]
+    names = runs["name"] if "name" in runs else pd.Series(dtype=str)  # no experiments at all
+    chosen = runs[names.map(lambda n: fnmatch.fnmatchcase(str(n), pattern))]
     if chosen.empty:
         raise ConfigError(f"--only {pattern!r} matches no experiment")
     return chosen
