@@ -218,3 +218,9 @@ def test_paired_figure_is_written(paired_runs, tmp_path):
     names = {p.name for p in written}
     assert "paired_delta_fashion_mnist_resnet20-to-resnet8.png" in names
     assert (tmp_path / "paired_delta_fashion_mnist_resnet20-to-resnet8.png").stat().st_size > 10_000
+
+
+def test_every_swept_metric_has_a_labelled_axis():
+    assert rep.axis_label("acc") == "accuracy"
+    assert rep.axis_label("cka/stage1") == "CKA with the teacher"
+    assert rep.axis_label("attn_match/block4").startswith("matched attention similarity")

@@ -261,6 +261,7 @@ def test_dvc_plots_diff_draws_offline_in_a_browser(repo, restore):
     assert len(vega) >= 16 and len(images) >= 4, page
     for plot in vega:
         assert plot["svg"] and plot["width"] > 200 and plot["marks"] >= 20, plot
+        assert len(plot["axes"]) == 2 and not {"x", "y"} & set(plot["axes"]), plot  # named axes
         assert plot["right"] <= page["window"], plot
     for plot in images:
         assert plot["loaded"] == plot["images"] == 2, plot  # HEAD and the experiment

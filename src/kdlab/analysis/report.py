@@ -429,6 +429,14 @@ def plot_paired(report: Report, out_dir: Path) -> list[Path]:
     return paths
 
 
+def axis_label(metric: str) -> str:
+    """What a swept metric's y axis measures: accuracy, or the alignment its prefix names."""
+    if metric == "acc":
+        return "accuracy"
+    prefix = next((p for p in ALIGNMENT if metric.startswith(p)), None)
+    return ALIGNMENT[prefix][0].removeprefix("mean ") if prefix else metric
+
+
 def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list[Path]:
     """Metric vs alpha per configuration, where the grid swept more than one alpha."""
     paths = []
@@ -452,7 +460,8 @@ def plot_alpha_sweeps(report: Report, metrics: list[str], out_dir: Path) -> list
                 ax.fill_between(group["alpha"], mean - std, mean + std, alpha=0.2,
                                 color=line[0].get_color())  # fmt: skip
             ax.set_xlabel("alpha")
-            ax.set_title(metric)
+            ax.set_title("student test accuracy" if metric == "acc" else metric)
+            ax.set_ylabel(axis_label(metric), fontsize=8)
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{dataset}, {pair}:\nalpha sweeps (mean ± 1σ over seeds)", fontsize=10)
