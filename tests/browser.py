@@ -21,7 +21,7 @@ window.addEventListener('load', () => setTimeout(() => {
     return {id: div.id, svg: !!svg,
             width: box.width, height: box.height, right: box.right,
             marks: svg ? svg.querySelectorAll('path, line, text').length : 0,
-            axes: svg ? [...svg.querySelectorAll('.role-axis-title text')].map(t => t.textContent) : [],
+            axes: [...div.querySelectorAll('.role-axis-title text')].map(t => t.textContent),
             images: imgs.length, loaded: imgs.filter(i => i.naturalWidth > 0).length,
             image_right: Math.max(0, ...imgs.map(i => i.getBoundingClientRect().right))};
   });
