@@ -72,9 +72,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = rep.select(rep.load_experiments(args.repo), args.only)
     report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
     rep.check_alignment(report, args.alignment)  # before anything is written
-    written = rep.write_report(report, args.repo / args.out, args.alignment, since)
     command = shlex.join(["kdlab", *args.argv])
-    written += rep.write_provenance(args.repo, args.repo / args.out, report, command)
+    with rep.report_directory(args.repo / args.out) as stage:  # replaces the last report whole
+        written = rep.write_report(report, stage, args.alignment, since)
+        written += rep.write_provenance(args.repo, stage, report, command)
     print(rep.markdown_summary(report), end="")
     if since is not None:
         print(rep.since_report(report, since), end="")

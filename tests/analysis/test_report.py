@@ -114,15 +114,23 @@ def test_unknown_alignment_is_refused_and_stale_figures_go(runs, tmp_path):
                        r"finished experiments \(cka/embedding.*\); got 'cka/bogus'"):  # fmt: skip
         rep.check_alignment(report, "cka/bogus")
     rep.check_alignment(report, "cka/embedding")
-    rep.write_report(report, tmp_path, "cka/embedding")
-    assert (tmp_path / "acc_vs_alignment.png").is_file()
-    mine = tmp_path / "notes.png"  # not a report figure: kept
-    mine.write_bytes(b"x")
+    out = tmp_path / "report"
+    with rep.report_directory(out) as stage:
+        rep.write_report(report, stage, "cka/embedding", dt.datetime(2026, 11, 21))
+    assert (out / "acc_vs_alignment.png").is_file() and (out / "since.md").is_file()
+    (out / "notes.png").write_bytes(b"x")  # not a report's file: carried over
+    (out / "RUN.md").write_text("how this was made")
     only_logit = rep.build_report(rep.select(runs, "logit-*"))
-    written = rep.write_report(only_logit, tmp_path, "no-such-column")
-    pngs = {p.name for p in tmp_path.glob("*.png")}
-    assert pngs == {p.name for p in written if p.suffix == ".png"} | {"notes.png"}
-    assert "acc_vs_alignment.png" not in pngs
+    with pytest.raises(RuntimeError), rep.report_directory(out) as stage:  # a report that fails
+        rep.write_report(only_logit, stage, "no-such-column")
+        raise RuntimeError("killed half-way")
+    assert (out / "since.md").is_file() and (out / "acc_vs_alignment.png").is_file()  # intact
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary directory left
+    with rep.report_directory(out) as stage:
+        written = rep.write_report(only_logit, stage, "no-such-column")
+    names = {p.name for p in out.iterdir()}
+    assert names == {p.name for p in written} | {"notes.png", "RUN.md"}
+    assert "acc_vs_alignment.png" not in names and "since.md" not in names
 
 
 def test_no_experiments_is_a_clear_error():

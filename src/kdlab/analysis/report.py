@@ -17,6 +17,7 @@ otherwise from the seeds seen anywhere for the same dataset). Nothing is dropped
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
@@ -25,6 +26,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -37,6 +39,7 @@ from pandas.api.types import is_numeric_dtype
 from kdlab.analysis.stats import CONFIDENCE, paired_delta
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.flat import flatten
+from kdlab.fsutil import atomic_directory
 
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
 PARAM = "params."
@@ -562,7 +565,6 @@ def write_report(report: Report, out_dir: Path, alignment: str,
             written += plot_heatmaps(report, aligned[prefix], out_dir, title, file_prefix)
     if alignment in report.finished.columns:
         written.append(plot_accuracy_vs_alignment(report, alignment, out_dir))
-    remove_stale_figures(out_dir, written)
     if since is not None:
         written.append(out_dir / "since.md")
         written[-1].write_text(since_report(report, since))
@@ -593,9 +595,24 @@ def write_provenance(repo: Path, out_dir: Path, report: Report, command: str) ->
     return paths
 
 
-FIGURES = ("paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png", "attn_heatmap_*.png",
-           "acc_vs_alignment.png")  # fmt: skip
-"""The names of the figures `write_report` draws (and removes when it no longer draws them)."""
+REPORT_FILES = ("summary.md", "summary.csv", "runs.csv", "since.md", "provenance.json",
+                "params.yaml", "paired_delta_*.png", "alpha_sweep_*.png", "heatmap_*.png",
+                "attn_heatmap_*.png", "acc_vs_alignment.png")  # fmt: skip
+"""Every file a report writes (patterns): what an earlier report left, which the next replaces."""
+
+
+@contextlib.contextmanager
+def report_directory(out_dir: Path) -> Iterator[Path]:
+    """A temporary directory beside `out_dir` to write the report into; it replaces `out_dir`
+    when the report is complete, so no file of an earlier report survives (another grid,
+    another --alignment) and a failed report leaves the last one as it was. Files a report does
+    not write (notes beside a committed report) are carried over."""
+    with atomic_directory(out_dir) as tmp:
+        for path in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+            if not any(fnmatch.fnmatchcase(path.name, name) for name in REPORT_FILES):
+                copy = shutil.copytree if path.is_dir() else shutil.copy2
+                copy(path, tmp / path.name)
+        yield tmp
 
 
 def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
@@ -619,12 +636,3 @@ def check_alignment(report: Report, alignment: str) -> None:
         shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
         raise ConfigError(f"--alignment must be an analysis metric of the finished experiments "
                           f"({shown}); got {alignment!r}")  # fmt: skip
-
-
-def remove_stale_figures(out_dir: Path, written: list[Path]) -> None:
-    """Figures of an earlier report that this one did not draw (another grid, another
-    --alignment): gone, so that the directory shows only what the tables say."""
-    for pattern in FIGURES:
-        for png in out_dir.glob(pattern):
-            if png not in written:
-                png.unlink()
