@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from kdlab.errors import ConfigError, KdlabError
 
@@ -304,7 +305,7 @@ def _add_slurm_parsers(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdlab", description=__doc__)
+    parser = OneLineParser(prog="kdlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate params.yaml and exit non-zero on any error")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -371,6 +372,14 @@ def _add_show_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=cmd_show)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`kdlab bench: error: argument --suite: invalid
+    choice: 'x' (choose from ...)`), not the usage block first; `--help` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -384,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `kdlab show | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         return 0
+    except OSError as exc:  # a path that does not exist, a directory that cannot be written
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"kdlab {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -132,9 +132,10 @@ def _yaml(blob: bytes | None) -> dict:
         return {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(blob, Loader=loader) or {}
+        data = yaml.load(blob, Loader=loader)
     except yaml.YAMLError:
         return {}
+    return data if isinstance(data, dict) else {}  # not params (`kdlab check` says what is wrong)
 
 
 def _get(tree: dict, *path: str) -> Any:
