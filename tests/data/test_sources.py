@@ -11,6 +11,7 @@ import json
 import pickle
 import re
 import socket
+import sys
 import tarfile
 import threading
 import zipfile
@@ -275,6 +276,20 @@ def test_interrupted_download_resumes(server, tmp_path, monkeypatch):
     assert not part.exists()
     assert (tmp_path / "dl" / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
     assert load_dataset(tmp_path / "cifar10").meta["splits"] == {"train": 20, "test": 3}
+
+
+def test_a_download_shows_its_bytes_on_a_terminal(server, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root, url = server
+    archive, _ = make_cifar10(root)
+    publish(monkeypatch, "CIFAR10", archive)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    prepare_dataset("cifar10", tmp_path / "cifar10", tmp_path / "dl", mirror=url)
+    shown = sys.stderr.getvalue()
+    assert "cifar-10-python.tar.gz" in shown and "100%" in shown and "B/s" in shown, shown
 
 
 def test_corrupt_archive_stops_and_leaves_nothing(server, tmp_path, monkeypatch):
