@@ -45,7 +45,10 @@ def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
         raise NoClusterError(f"{NO_CLUSTER} (SLURM_CONF={conf}: no such file)")
     proc = subprocess.run(list(args), capture_output=True, text=True)
     if proc.returncode != 0 and any(text in proc.stderr for text in _UNREACHABLE):
-        raise NoClusterError(f"{NO_CLUSTER} ({args[0]}: {_last_line(proc.stderr)})")
+        said = _last_line(proc.stderr)  # "squeue: fatal: ...": it names itself
+        raise NoClusterError(
+            f"{NO_CLUSTER} ({said if said.startswith(args[0]) else f'{args[0]}: {said}'})"
+        )
     if check and proc.returncode != 0:
         raise KdlabError(f"{args[0]} failed: {_last_line(proc.stderr)}")
     return proc
