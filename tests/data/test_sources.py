@@ -29,6 +29,7 @@ from kdlab.errors import DataError
 from kdlab.stages import prepare
 
 from ..conftest import tiny_params
+from ..training.test_progress import Terminal
 
 RNG = np.random.default_rng(0)
 
@@ -279,10 +280,6 @@ def test_interrupted_download_resumes(server, tmp_path, monkeypatch):
 
 
 def test_a_download_shows_its_bytes_on_a_terminal(server, tmp_path, monkeypatch):
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
     root, url = server
     archive, _ = make_cifar10(root)
     publish(monkeypatch, "CIFAR10", archive)
