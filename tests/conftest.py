@@ -138,3 +138,11 @@ def flip_tensor_bytes(path: Path, count: int = 16) -> None:
     for i in range(start, start + count):
         raw[i] ^= 0xFF
     path.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory) -> Path:
+    """A Python with nothing but the standard library, like one a user forgot to activate."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return venv / "bin" / "python"

@@ -37,14 +37,6 @@ def test_required_is_every_third_party_module_the_stages_import():
     assert sorted(imported) == sorted(REQUIRED)
 
 
-@pytest.fixture(scope="module")
-def bare_python(tmp_path_factory) -> Path:
-    """A Python with nothing but the standard library, like one a user forgot to activate."""
-    venv = tmp_path_factory.mktemp("bare") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    return venv / "bin" / "python"
-
-
 @pytest.mark.parametrize("module", ["kdlab.stages.check", "kdlab.stages.train_student", "kdlab"])
 def test_a_python_without_the_environment_is_one_line(bare_python, tmp_path, module):
     (tmp_path / ".venv" / "bin").mkdir(parents=True)

@@ -74,21 +74,19 @@ def test_invalid_exp_run_set_param_leaves_everything(repo, setting):
     assert_untouched(repo, before, proc.stdout + proc.stderr)
 
 
-def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, tmp_path):
+def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, bare_python):
     """`.venv/bin/dvc repro` without `source .venv/bin/activate`: DVC runs the stages with the
     `python` first on PATH, here one with nothing but the standard library."""
     before = outputs(repo)
-    bare = tmp_path / "bare"
-    run([sys.executable, "-m", "venv", "--without-pip", str(bare)], cwd=tmp_path)
     write_params(repo / "params.yaml", tiny_params(**TINY, **{"kd.alpha": 0.7}))
     (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # as `make install` leaves it
-    path = f"{bare / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    path = f"{bare_python.parent}{os.pathsep}{os.environ['PATH']}"
     try:
         proc = run([".venv/bin/dvc", "repro"], cwd=repo, check=False, env_extra={"PATH": path})
     finally:
         (repo / ".venv").unlink()
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out
-    assert_untouched(repo, before, out, said=f"kdlab: {bare / 'bin' / 'python'} is not the "
+    assert_untouched(repo, before, out, said=f"kdlab: {bare_python} is not the "
                      "project's environment (no module PIL, dvc, dvclive and 8 more): run "
                      "`source .venv/bin/activate` and run the command again")  # fmt: skip
