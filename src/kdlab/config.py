@@ -12,6 +12,7 @@ that never reads `kd` (the teacher) does not depend on the KD methods' code.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import Any, Literal
 import yaml
 
 from kdlab.errors import ConfigError
-from kdlab.schema import build_dataclass, check_choice, check_range, coerce, load_yaml
+from kdlab.schema import (
+    build_dataclass,
+    check_choice,
+    check_items,
+    check_range,
+    coerce,
+    load_yaml,
+)
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
@@ -52,6 +60,9 @@ class DataConfig:
         from kdlab.data.datasets import DATASETS
 
         check_choice(f"{path}.name", self.name, DATASETS)
+        if self.mirror and not re.fullmatch(r"(https?|file)://[^\s]+", self.mirror):
+            raise ConfigError(f"{path}.mirror must be \"\" or a base URL (http://, https://, "
+                              f"file://) without spaces, got {self.mirror!r}")  # fmt: skip
         if self.crop_padding != "auto":
             check_range(f"{path}.crop_padding", self.crop_padding, 0, 64)
         spec = DATASETS[self.name]
@@ -224,6 +235,8 @@ class ExtractConfig:
     """Per-head attention weights of every nn.MultiheadAttention (models that have them)."""
 
     def validate(self, path: str) -> None:
+        if self.layers:  # empty = every layer; otherwise each one once
+            check_items(f"{path}.layers", self.layers)
         check_range(f"{path}.n_samples", self.n_samples, 4, 1_000_000)
         check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 16)
 
@@ -248,6 +261,8 @@ class AnalyzeConfig:
     """SAE minibatch size."""
 
     def validate(self, path: str) -> None:
+        if self.sae_layers:  # empty = no SAE; otherwise each layer once
+            check_items(f"{path}.sae_layers", self.sae_layers)
         check_range(f"{path}.ica_components", self.ica_components, 1, 4096)
         check_range(f"{path}.sae_expansion", self.sae_expansion, 1, 256)
         check_range(f"{path}.sae_l1", self.sae_l1, 0, 10)

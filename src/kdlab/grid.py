@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.errors import ConfigError
-from kdlab.schema import build_dataclass, check_choice, check_range
+from kdlab.schema import build_dataclass, check_choice, check_finite, check_range
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def check_axis(path: str, key: Any, values: Any) -> None:
     axis_scope(key, path)
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{path}.{key} must be a non-empty list of values, got {values!r}")
+    check_finite(f"{path}.{key}", values)
     if len(paths) > 1:
         for i, value in enumerate(values):
             if not isinstance(value, list) or len(value) != len(paths):

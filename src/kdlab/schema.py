@@ -8,6 +8,7 @@ config sections, each KD method's spec, the grid, slurm) depends on this file al
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -78,30 +79,37 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         # bool is an int in Python: `true` must not match a Literal[1].
         if any(value == a and type(value) is type(a) for a in allowed):
             return value
-        raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path} must be {_type_name(tp)}, got {_value_text(value)}")
     if origin in (typing.Union, types.UnionType):
+        inner = None
         for arg in typing.get_args(tp):
             try:
                 return coerce(value, arg, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+            except ConfigError as exc:
+                # An arm whose shape fits (a list for a list type) names the entry at fault.
+                if inner is None and str(exc).startswith((f"{path}[", f"{path}.")):
+                    inner = exc
+        if inner is not None:
+            raise inner
+        raise ConfigError(f"{path} must be {_type_name(tp)}, got {_value_text(value)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path} must be {_type_name(tp)}, got {_value_text(value)}")
         (item_tp, _ellipsis) = typing.get_args(tp)
         return tuple(coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, path)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{path} must be a finite number, got {_num_text(value)}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(value, tp):
         return value
-    raise ConfigError(f"{path} must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{path} must be {_type_name(tp)}, got {_value_text(value)}")
 
 
 def build_dataclass(cls: type, raw: Any, path: str) -> Any:
@@ -109,7 +117,7 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{path} must be a mapping, got {_value_text(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -133,13 +141,55 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
 def check_range(
     path: str, value: float, low: float, high: float, *, low_open=False, high_open=False
 ):
-    """Raise ConfigError unless low <= value <= high (with optional open ends)."""
+    """Raise ConfigError unless low <= value <= high (with optional open ends); NaN is in no
+    range (every comparison with it is false, so it would pass the bounds unseen)."""
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{path} must be a finite number, got nan")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
         lb = "(" if low_open else "["
         rb = ")" if high_open else "]"
-        raise ConfigError(f"{path} must be in {lb}{_num(low)}, {_num(high)}{rb}, got {value!r}")
+        raise ConfigError(
+            f"{path} must be in {lb}{_num(low)}, {_num(high)}{rb}, got {_value_text(value)}"
+        )
+
+
+def _num_text(value: float) -> str:
+    """NaN and infinities as Python prints them (nan, inf, -inf)."""
+    return "nan" if math.isnan(value) else repr(value)
+
+
+def _value_text(value: Any) -> str:
+    """A value in a one-line message: its repr, cut short (a 10,000-entry list is not a line)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_finite(path: str, value: Any) -> None:
+    """Refuse NaN or an infinity anywhere in `value` (a number, or lists and mappings of them),
+    naming where: values that are not coerced through a float field (grid axes) need this."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, got {_num_text(value)}")
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_finite(f"{path}[{i}]", item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_finite(f"{path}.{key}", item)
+
+
+def check_items(path: str, values: typing.Sequence, *, unique: bool = True) -> None:
+    """A list that something needs at least one entry of (kd.at.stages, analyze.sae_layers):
+    refuse it empty, or (with `unique`) naming an entry twice."""
+    if not values:
+        raise ConfigError(f"{path} must list at least one entry, got []")
+    if unique:
+        seen = set()
+        for value in values:
+            if value in seen:
+                raise ConfigError(f"{path} lists {value!r} twice: {list(values)}")
+            seen.add(value)
 
 
 def _num(value: float) -> str:
@@ -152,4 +202,4 @@ def _num(value: float) -> str:
 def check_choice(path: str, value: str, choices: typing.Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(f"{path} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{path} must be one of {', '.join(choices)}, got {_value_text(value)}")

@@ -107,7 +107,11 @@ def check_file(path: str | Path, *, grid_points: bool = True, device: bool = Fal
     because a grid point it is not would be). `device`: a requested CUDA device must be visible
     here (the `check` stage runs where the stages run).
     """
-    raw = read_params_file(path)
+    return check_raw(read_params_file(path), grid_points=grid_points, device=device)
+
+
+def check_raw(raw: Mapping, *, grid_points: bool = True, device: bool = False) -> Params:
+    """`check_file` on params already parsed (what a `-S` override or a test builds)."""
     params = params_from_dict(raw, load_specs())
     check_params(params)
     check_sections(raw, grid_points)

@@ -7,10 +7,17 @@ import re
 from typing import Any
 
 from kdlab.errors import ConfigError
-from kdlab.schema import build_dataclass, check_range
+from kdlab.schema import build_dataclass, check_items, check_range
 
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
+_NAMES = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
+"""A partition or account name as SLURM accepts it (letters, digits, _ . -; partitions may be a
+comma-separated list). No space, quote or `;`: the value goes onto an `#SBATCH` line."""
+_OPTION = re.compile(r"^--[A-Za-z][A-Za-z0-9-]*(=[^\s'\"\\`$;|<>]+)?$")
+"""An sbatch option: --name or --name=value, one token with no shell or quoting characters
+(sbatch splits #SBATCH lines at whitespace and honours quotes)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +51,19 @@ class SlurmConfig:
     fill a card; gpus, cpus and mem are per job, so raise cpus and mem with it."""
 
     def validate(self, path: str) -> None:
+        for name in ("partition", "account"):
+            value = getattr(self, name)
+            if value and not _NAMES.match(value):
+                raise ConfigError(
+                    f"{path}.{name} must be a SLURM {name} name (letters, digits, _ . -; "
+                    f'several joined by commas) or "", got {value!r}'
+                )
+        for name in ("scratch", "template"):
+            if _CONTROL.search(getattr(self, name)):
+                raise ConfigError(f"{path}.{name} must be a path without control characters "
+                                  f"(newline, tab, ...), got {getattr(self, name)!r}")  # fmt: skip
+        if not self.template:
+            raise ConfigError(f'{path}.template must name the sbatch template, got ""')
         check_range(f"{path}.gpus", self.gpus, 0, 64)
         check_range(f"{path}.cpus", self.cpus, 1, 1024)
         check_range(f"{path}.signal_seconds", self.signal_seconds, 0, 65535)
@@ -54,10 +74,14 @@ class SlurmConfig:
             )
         if self.mem and not _MEM.match(self.mem):
             raise ConfigError(f"{path}.mem must be a size like 16G or 4000M, got {self.mem!r}")
+        if self.extra:
+            check_items(f"{path}.extra", self.extra)
         for i, option in enumerate(self.extra):
-            if not option.startswith("--"):
-                raise ConfigError(f"{path}.extra[{i}] must be an sbatch option like --qos=high, "
-                                  f"got {option!r}")  # fmt: skip
+            if not _OPTION.match(option):
+                raise ConfigError(
+                    f"{path}.extra[{i}] must be one sbatch option like --qos=high (no spaces, "
+                    f"quotes or shell characters), got {option!r}"
+                )
 
     def sbatch_options(self) -> list[str]:
         """The resource options, as `#SBATCH` arguments."""

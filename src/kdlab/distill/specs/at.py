@@ -7,7 +7,7 @@ import dataclasses
 
 from kdlab.distill.spec import PairInfo, check_stage_names, register_spec
 from kdlab.distill.specs import require_conv_maps
-from kdlab.schema import check_range
+from kdlab.schema import check_items, check_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ATParams:
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:
+        check_items(f"{path}.stages", self.stages)
         check_range(f"{path}.p", self.p, 0, 16, low_open=True)
         check_range(f"{path}.weight", self.weight, 0, 1e6)
 

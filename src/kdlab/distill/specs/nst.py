@@ -7,7 +7,7 @@ import dataclasses
 
 from kdlab.distill.spec import PairInfo, check_stage_names, register_spec
 from kdlab.distill.specs import require_conv_maps
-from kdlab.schema import check_range
+from kdlab.schema import check_items, check_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,7 @@ class NSTParams:
     """w in alpha·w·L."""
 
     def validate(self, path: str) -> None:
+        check_items(f"{path}.stages", self.stages)
         check_range(f"{path}.degree", self.degree, 1, 8)
         check_range(f"{path}.c", self.c, 0, 1e3)
         check_range(f"{path}.weight", self.weight, 0, 1e6)
