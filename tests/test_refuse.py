@@ -3,7 +3,11 @@ at the `check` stage, and every output and tracked file stays exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import torch
 
 from .conftest import run, tiny_params, write_params
 from .repos import TINY, dvc, git, make_clone
+from .services import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +24,9 @@ OUTPUT_DIRS = ("data", "models", "metrics", "plots")
 
 INVALID = {
     "kd.alpha": 1.5,
+    "teacher.lr": float("nan"),  # written as .nan: NaN passes every comparison with a bound
+    "kd.logit.temperature": float("inf"),
+    "slurm.partition": "bad partition;rm -rf",
     "student.arch": "resnet9",
     "kd.logit.bogus": 1,
     "extract.layers": ["stage9"],
@@ -65,11 +73,15 @@ def test_invalid_params_then_dvc_repro_leaves_everything(repo, key):
     assert_untouched(repo, before, proc.stdout + proc.stderr)
 
 
-@pytest.mark.parametrize("setting", ["kd.alpha=1.5", "extract.layers=[stage9]",
-                                     "analyze.sae_layers=[stage9]"])  # fmt: skip
-def test_invalid_exp_run_set_param_leaves_everything(repo, setting):
+@pytest.mark.parametrize("settings", [["kd.alpha=1.5"], ["extract.layers=[stage9]"],
+                                      ["analyze.sae_layers=[stage9]"], ["kd.alpha=nan"],
+                                      ["kd.alpha=.nan"], ["teacher.lr=nan"], ["student.lr=-.inf"],
+                                      ["kd.method=at", "kd.at.stages=[]"],
+                                      ["slurm.partition='bad partition;rm -rf'"]])  # fmt: skip
+def test_invalid_exp_run_set_param_leaves_everything(repo, settings):
     before = outputs(repo)
-    proc = run(["dvc", "exp", "run", "-S", setting], cwd=repo, check=False)
+    sets = [arg for setting in settings for arg in ("-S", setting)]
+    proc = run(["dvc", "exp", "run", *sets], cwd=repo, check=False)
     assert proc.returncode != 0
     assert_untouched(repo, before, proc.stdout + proc.stderr)
 
@@ -90,3 +102,97 @@ def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, bare_pyth
     assert_untouched(repo, before, out, said=f"kdlab: {bare_python} is not the "
                      "project's environment (no module PIL, dvc, dvclive and 8 more): run "
                      "`source .venv/bin/activate` and run the command again")  # fmt: skip
+
+
+def test_a_missing_section_is_kdlabs_line_not_dvcs_after_deleting(repo):
+    """DVC would run the stages whose params it cannot find, then fail with "Parameters ... are
+    missing" after deleting their outputs; the preflight names the key first."""
+    before = outputs(repo)
+    params = tiny_params(**TINY)
+    del params["kd"]
+    write_params(repo / "params.yaml", params)
+    proc = run(["dvc", "repro"], cwd=repo, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "are missing" not in out, out
+    assert (
+        "kdlab check: error: params.yaml has no kd.method, which stage train_paraphraser of "
+        "dvc.yaml reads" in out
+    ), out
+    assert_untouched(repo, before, out)
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` read-only for this process: a read-only bind mount as root (whom permissions do
+    not stop), else the permission bits."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True)
+        if mounted.returncode != 0:
+            unavailable("read-only mount", mounted.stderr.decode().strip())
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+    else:
+        modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")] if p.is_dir()}
+        for p in modes:
+            p.chmod(0o555)
+        try:
+            yield
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+
+
+@pytest.mark.parametrize("where", ["models", "metrics/student", "plots/figures", "checkpoints"])
+def test_a_read_only_output_directory_is_refused_before_anything_is_removed(repo, where):
+    before = outputs(repo)
+    write_params(repo / "params.yaml", tiny_params(**TINY, **{"kd.alpha": 0.7}))
+    created = not (repo / where).exists()
+    try:
+        with read_only(repo / where):
+            proc = run(["dvc", "repro"], cwd=repo, check=False)
+    finally:
+        if created:
+            (repo / where).rmdir()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Permission denied" not in out, out
+    assert re.search(
+        rf"kdlab check: error: cannot write {where}\S* \(for \S+\): "
+        r"(read-only file system|permission denied); nothing was removed",
+        out,
+    ), out
+    assert_untouched(repo, before, out)
+
+
+def test_a_full_disk_is_refused_before_anything_is_removed(repo):
+    """The outputs' file system has too little room for the estimate (models/ on a tmpfs of its
+    outputs' size plus 64 KiB): one line naming it, not DVC's "unexpected error" after deleting."""
+    if os.geteuid() != 0:
+        unavailable("small tmpfs", "mounting a tmpfs needs root")
+    before = outputs(repo)
+    write_params(repo / "params.yaml", tiny_params(**TINY, **{"kd.alpha": 0.7}))
+    saved = repo.parent / "models-saved"
+    shutil.copytree(repo / "models", saved)
+    room = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()) + (64 << 10)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs",
+                              str(repo / "models")], capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        shutil.rmtree(saved)
+        unavailable("small tmpfs", mounted.stderr.decode().strip())
+    try:
+        shutil.copytree(saved, repo / "models", dirs_exist_ok=True)  # the outputs, 64 KiB spare
+        proc = run(["dvc", "repro"], cwd=repo, check=False)
+        out = proc.stdout + proc.stderr
+    finally:
+        subprocess.run(["umount", str(repo / "models")], check=True)
+        shutil.rmtree(saved)
+    assert proc.returncode != 0 and "unexpected error" not in out, out
+    assert re.search(
+        r"kdlab check: error: not enough disk space for this run on models\S*: "
+        r"[0-9.]+ MiB free, the run writes about [0-9.]+ MiB there",
+        out,
+    ), out
+    assert_untouched(repo, before, out)

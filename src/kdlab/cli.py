@@ -16,9 +16,15 @@ from kdlab.errors import ConfigError, KdlabError
 
 def cmd_check(args: argparse.Namespace) -> None:
     """Validate params.yaml (every section, type and range) without doing any work."""
-    from kdlab.validate import check_file
+    from kdlab.config import read_params_file
+    from kdlab.preflight import preflight
+    from kdlab.validate import check_raw
 
-    params = check_file(args.params)
+    raw = read_params_file(args.params)
+    params = check_raw(raw)
+    pipeline = Path(args.params).resolve().parent / "dvc.yaml"
+    if pipeline.is_file():  # the same preflight as the check stage: present, writable, room
+        preflight(raw, params, pipeline.parent, pipeline)
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(

@@ -115,7 +115,7 @@ def check_raw(raw: Mapping, *, grid_points: bool = True, device: bool = False) -
     params = params_from_dict(raw, load_specs())
     check_params(params)
     check_sections(raw, grid_points)
-    if device:
+    if device and params.device == "cuda":  # auto and cpu cannot be refused: no torch import
         from kdlab.training.seeding import resolve_device
 
         resolve_device(params.device)

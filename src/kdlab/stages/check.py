@@ -22,16 +22,23 @@ OK_TEXT = "params.yaml passed kdlab check\n"
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="written only when valid")
+    parser.add_argument("--pipeline", type=Path, default=Path("dvc.yaml"),
+                        help="the dvc.yaml whose params and outputs are preflighted")  # fmt: skip
 
 
 def body(run: StageRun) -> None:
+    from kdlab.config import read_params_file
     from kdlab.fsutil import write_bytes_atomic
-    from kdlab.validate import check_file
+    from kdlab.preflight import preflight
+    from kdlab.validate import check_raw
 
     args = run.args
-    check_file(args.params, grid_points=False, device=True)
+    raw = read_params_file(args.params)
+    params = check_raw(raw, grid_points=False, device=True)
+    preflight(raw, params, args.pipeline.resolve().parent, args.pipeline)
     write_bytes_atomic(args.out, OK_TEXT.encode())
-    log.info("%s is valid (every section, the KD methods, layers, the device)", args.params)
+    log.info("%s is valid (every section, the KD methods, layers, the device); every output "
+             "can be replaced and the disk has room", args.params)  # fmt: skip
 
 
 def main(argv=None) -> int:
