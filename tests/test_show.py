@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -250,3 +251,55 @@ def test_a_reader_that_stops_early_is_no_traceback(repo):
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait() == 0 and err == b"", err
+
+
+def _lock(files: dict[str, str]) -> str:
+    """A dvc.lock recording the md5 of each file (as `cache: false` metrics outputs)."""
+    import hashlib
+
+    outs = [{"path": p, "hash": "md5", "md5": hashlib.md5(t.encode()).hexdigest(),
+             "size": len(t)} for p, t in files.items()]  # fmt: skip
+    return yaml.safe_dump({"schema": "2.0", "stages": {"train_student": {"outs": outs}}})
+
+
+def test_a_metrics_file_that_differs_from_dvc_lock_is_corrupt_not_a_number(repo):
+    """One flipped byte in a committed metrics.json (dvc.lock holds the md5 of what the run
+    wrote): `kdlab show` says corrupt and shows none of that experiment's numbers."""
+    head = git(repo, "rev-parse", "HEAD").strip()
+    written = {show.STUDENT_METRICS: _metrics(0.875), show.TEACHER_METRICS: _metrics(0.95)}
+    for name, flip in (("digits-logit-a0.7-s0", True), ("digits-logit-a0.8-s0", False)):
+        files = dict(written)
+        if flip:
+            files[show.STUDENT_METRICS] = files[show.STUDENT_METRICS].replace("0.875", "0.975")
+        sha = _commit(repo, {"params.yaml": _params(kd__alpha=0.7), "dvc.lock": _lock(written),
+                             **files}, f"exp {name}")  # fmt: skip
+        git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", sha)
+        git(repo, "reset", "-q", "--hard", head)
+    rows = by_name(repo)
+    bad, good = rows["digits-logit-a0.7-s0"], rows["digits-logit-a0.8-s0"]
+    assert bad["state"] == f"corrupt ({show.STUDENT_METRICS} ≠ dvc.lock)"
+    assert bad["student_acc"] is None and bad["teacher_acc"] is None
+    assert good["state"] == "done" and good["student_acc"] == 0.875
+    table = kdlab_show(repo).stdout
+    assert "0.975" not in table and "97.5" not in table
+
+
+def test_report_leaves_out_the_numbers_of_a_corrupt_run(repo):
+    from kdlab.analysis import report as rep
+
+    head = git(repo, "rev-parse", "HEAD").strip()
+    written = {show.STUDENT_METRICS: _metrics(0.875)}
+    flipped = {show.STUDENT_METRICS: _metrics(0.875).replace("0.875", "0.975")}
+    sha = _commit(repo, {"params.yaml": _params(), "dvc.lock": _lock(written), **flipped}, "exp")
+    git(repo, "reset", "-q", "--hard", head)
+    data = {
+        "params": {"params.yaml": {"data": yaml.safe_load(_params())}},
+        "metrics": {show.STUDENT_METRICS: {"data": json.loads(flipped[show.STUDENT_METRICS])}},
+    }
+    payload = [{"rev": head, "experiments": [
+        {"name": "x", "executor": None, "revs": [{"rev": sha, "data": data}]}]}]  # fmt: skip
+    runs = rep.mark_corrupt(repo, rep.parse_exp_show(payload))
+    row = runs.iloc[0]
+    assert row["state"] == f"corrupt ({show.STUDENT_METRICS} ≠ dvc.lock)"
+    assert pd.isna(row["acc"])
+    assert any("corrupt" in p for p in rep.find_problems(runs, runs.iloc[0:0], None, []))

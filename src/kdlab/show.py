@@ -184,11 +184,19 @@ def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, s
 def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]:
     from kdlab.grid import is_teacher_experiment
 
-    files = ("params.yaml", STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
+    from kdlab.lockcheck import corrupt_files
+
+    metrics = (STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
+    files = ("params.yaml", "dvc.lock", *metrics)
     blobs = read_blobs(repo, [f"{sha}:{f}" for _, sha, _ in refs for f in files])
     rows = []
     for name, sha, baseline in refs:
-        params, student, teacher, analysis = (blobs[f"{sha}:{f}"] for f in files)
+        params, lock, student, teacher, analysis = (blobs[f"{sha}:{f}"] for f in files)
+        corrupt = corrupt_files({f: blobs[f"{sha}:{f}"] for f in metrics}, lock)
+        if corrupt:  # a number that is not what the run wrote is never shown
+            row = describe(name, f"corrupt ({corrupt[0]} ≠ dvc.lock)", _yaml(params), baseline)
+            rows.append(row)
+            continue
         row = describe(name, "done", _yaml(params), baseline)
         row.teacher_acc = _get(_json(teacher), "test", "acc")
         if not is_teacher_experiment(name):

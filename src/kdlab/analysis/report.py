@@ -44,6 +44,9 @@ from kdlab.fsutil import atomic_directory
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
 PARAM = "params."
 """Prefix of the columns that hold an experiment's params (params.kd.logit.temperature, ...)."""
+IDENTITY = ("name", "rev", "timestamp", "state", "dataset", "pair", "method", "alpha", "seed",
+            "epochs")  # fmt: skip
+"""A run's columns that are not measurements (every other non-param column is)."""
 SHOWN = {"data.name", "teacher.arch", "student.arch", "kd.method", "kd.alpha", "seed"}
 """Params shown as GRID_KEYS (and seed) already."""
 NOT_AXES = ("grid.", "slurm.", "device")
@@ -138,7 +141,32 @@ def load_experiments(repo: Path) -> pd.DataFrame:
     if proc.returncode != 0:
         last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise KdlabError(f"dvc exp show failed in {repo}: {last_line}")
-    return parse_exp_show(json.loads(proc.stdout))
+    return mark_corrupt(repo, parse_exp_show(json.loads(proc.stdout)))
+
+
+METRICS_FILES = ("metrics/student/metrics.json", "metrics/teacher/metrics.json",
+                 "metrics/analysis.json")  # fmt: skip
+
+
+def mark_corrupt(repo: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs whose metrics files differ from their commit's dvc.lock: state `corrupt`, no
+    numbers (a flipped byte would otherwise be a table entry)."""
+    from kdlab.lockcheck import corrupt_files
+    from kdlab.show import read_blobs
+
+    revs = [rev for rev in runs.get("rev", pd.Series(dtype=str)).dropna().unique()
+            if isinstance(rev, str) and len(rev) == 40]  # fmt: skip
+    files = ("dvc.lock", *METRICS_FILES)
+    blobs = read_blobs(repo, [f"{rev}:{f}" for rev in revs for f in files])
+    measured = [c for c in runs.columns if c not in IDENTITY and not c.startswith(PARAM)]
+    for rev in revs:
+        found = {f: blobs[f"{rev}:{f}"] for f in METRICS_FILES}
+        corrupt = corrupt_files(found, blobs[f"{rev}:dvc.lock"])
+        if corrupt:
+            at = runs["rev"] == rev
+            runs.loc[at, "state"] = f"corrupt ({corrupt[0]} ≠ dvc.lock)"
+            runs.loc[at, measured] = None
+    return runs
 
 
 def grid_seeds(params_path: Path) -> list[int] | None:
@@ -179,6 +207,8 @@ def find_problems(runs: pd.DataFrame, finished: pd.DataFrame, seeds: list[int] |
     for _, row in runs[~runs.index.isin(finished.index)].iterrows():
         if row["state"] == "failed":
             why = "failed"
+        elif row["state"].startswith("corrupt"):
+            why = f"{row['state']}: its numbers are left out"
         elif row["state"] in UNFINISHED:
             why = f"not finished (state {row['state']})"
         else:
