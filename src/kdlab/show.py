@@ -183,7 +183,6 @@ def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, s
 
 def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]:
     from kdlab.grid import is_teacher_experiment
-
     from kdlab.lockcheck import corrupt_files
 
     metrics = (STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
