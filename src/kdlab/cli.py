@@ -25,6 +25,10 @@ def cmd_check(args: argparse.Namespace) -> None:
     pipeline = Path(args.params).resolve().parent / "dvc.yaml"
     if pipeline.is_file():  # the same preflight as the check stage: present, writable, room
         preflight(raw, params, pipeline.parent, pipeline)
+    from kdlab.remotes import verify_warnings
+
+    for warning in verify_warnings(pipeline.parent):
+        print(f"kdlab check: warning: {warning}", file=sys.stderr)
     kd = params.kd
     kd_text = "pure baseline" if kd.method == "none" else f"{kd.method}, alpha={kd.alpha:g}"
     print(
