@@ -9,6 +9,7 @@ fails instead. kdlab's documented remotes set it; `kdlab check` warns about one 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import re
 from pathlib import Path
 
@@ -17,10 +18,8 @@ _REMOTE = re.compile(r"""^\s*'?remote\s+"([^"]+)"'?\s*$""")
 
 def _read(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
+    with contextlib.suppress(configparser.Error):  # DVC's own commands say what is wrong
         parser.read(path)
-    except configparser.Error:
-        pass  # DVC's own commands say what is wrong with its config
     return parser
 
 

@@ -41,7 +41,7 @@ def test_config_overrides_and_sbatch_options():
         ({"mem": "lots"}, "slurm.mem must be a size like 16G or 4000M"),
         ({"gpus": -1}, "slurm.gpus must be in [0, 64]"),
         ({"cpus": 0}, "slurm.cpus must be in [1, 1024]"),
-        ({"extra": ["qos=high"]}, "slurm.extra[0] must be an sbatch option like --qos=high"),
+        ({"extra": ["qos=high"]}, "slurm.extra[0] must be one sbatch option like --qos=high"),
         ({"partitions": "gpu"}, "slurm.partitions is not a known key"),
     ],
 )
@@ -220,3 +220,47 @@ def test_no_cluster_dry_run_renders_every_script_and_status_says_so_in_one_line(
                 "login node ("
             ), lines
     assert not (repo / ".kdlab").exists() or not list((repo / ".kdlab").rglob("*.sbatch"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"partition": "bad partition;rm -rf"}, "slurm.partition must be a SLURM partition name"),
+        ({"partition": "gpu\n#SBATCH --mem=1"}, "slurm.partition must be a SLURM partition name"),
+        ({"account": "lab$(id)"}, "slurm.account must be a SLURM account name"),
+        ({"extra": ["--qos=high\nrm -rf ~"]}, "slurm.extra[0] must be one sbatch option"),
+        ({"extra": ["--qos=$(touch x)"]}, "slurm.extra[0] must be one sbatch option"),
+        ({"extra": ["--qos=high --mem=1"]}, "slurm.extra[0] must be one sbatch option"),
+        ({"mem": "16G;x"}, "slurm.mem must be a size like 16G"),
+        ({"time": "1:00\nx"}, "slurm.time must be minutes"),
+        ({"scratch": "/scratch\nrm -rf ~"}, "slurm.scratch must be a path without control"),
+        ({"template": ""}, "slurm.template must name the sbatch template"),
+    ],
+)
+def test_hostile_slurm_strings_are_refused(raw, message):
+    """What reaches an #SBATCH line or a shell line must be what SLURM accepts (setup alone is
+    free-form shell, by design)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_slurm_config(raw)
+
+
+def test_values_that_pass_cannot_run_a_command_in_the_job(tmp_path):
+    """A scratch path full of shell syntax is quoted wherever it is rendered: the job script,
+    run for real (its clone fails at once: no repository there), never runs it."""
+    pwned = tmp_path / "PWNED"
+    scratch = tmp_path / f"scr atch $(touch {pwned}) `touch {pwned}` ;touch {pwned}"
+    ctx = context(tmp_path, scratch=str(scratch), partition="gpu,debug", extra=("--qos=a&b",))
+    ctx = Context(tmp_path / "no-repo", ctx.commit, ctx.cache_dir, False, ctx.config)
+    (ctx.repo / "slurm").mkdir(parents=True)
+    (ctx.repo / "slurm/experiment.sbatch").write_text(
+        (REPO_ROOT / "slurm/experiment.sbatch").read_text())  # fmt: skip
+    grid = GridConfig(methods=("at",), alphas=(0.5,), seeds=(0,))
+    script = render_script(ctx, plan_grid(grid)[:2])
+    for line in script.splitlines():
+        if line.startswith("#SBATCH"):  # one token each: sbatch splits at whitespace
+            assert len(line.split()) == 2, line
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    subprocess.run(["bash", str(path)], cwd=tmp_path, capture_output=True, timeout=120,
+                   env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+    assert not pwned.exists()
