@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import run, tiny_params, write_params
+from .conftest import run, tiny_params, tool_env, write_params
 from .repos import TINY, dvc, git, make_clone
 from .services import unavailable
 
@@ -196,3 +196,33 @@ def test_a_full_disk_is_refused_before_anything_is_removed(repo):
         out,
     ), out
     assert_untouched(repo, before, out)
+
+
+def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
+    """`dvc exp run -S kd.alpha=0.6 &` then `dvc exp run -S kd.alpha=0.7`: DVC writes 0.7 into
+    params.yaml before refusing the second (its lock). The first run's stages then find
+    params.yaml changed since its check stage and stop in one line: nothing is recorded under
+    params it did not train with (before: the student trained on 0.7 under the name x06)."""
+    first = subprocess.Popen(
+        ["dvc", "exp", "run", "-n", "x06", "-S", "kd.alpha=0.6", "-S", "teacher.epochs=8",
+         "-S", "teacher.lr=0.07"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=tool_env())  # fmt: skip
+    lines = []
+    for line in first.stdout:  # wait until the first run trains its teacher
+        lines.append(line)
+        if "Running stage 'train_teacher'" in line:
+            break
+    second = run(["dvc", "exp", "run", "-n", "x07", "-S", "kd.alpha=0.7"], cwd=repo, check=False)
+    lines += first.stdout.readlines()
+    first.wait(timeout=600)
+    out = "".join(lines)
+    try:
+        assert second.returncode != 0, second.stdout + second.stderr
+        assert first.returncode != 0, out
+        assert "params.yaml changed after this run's check stage validated it" in out, out
+        assert "Traceback" not in out and "NoneType" not in out, out
+        refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/")
+        assert "/x06" not in refs and "/x07" not in refs, refs
+    finally:
+        git(repo, "checkout", "-q", "--", ".")
+        dvc(repo, "checkout", "-f")

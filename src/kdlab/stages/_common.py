@@ -14,6 +14,7 @@ from typing import Any
 from kdlab.config import Params, load_params
 from kdlab.errors import KdlabError
 from kdlab.fsutil import ENVIRONMENT_ERRNOS, describe_os_error
+from kdlab.runclaim import verify_claim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +58,15 @@ def run_stage(
     build_parser(parser)
     args = parser.parse_args(argv)
     setup_logging()
+    guarded = name != "check"  # check claims the run; every later stage keeps to its params
     try:
+        if guarded:
+            verify_claim(args.params, when="starts")
         params = load(args.params) if load is not None else None
         device = start(params.seed, params.device) if start is not None else None
         body(StageRun(args, params, device))
+        if guarded:  # DVC records params.yaml as it is now: it must be what the stage used
+            verify_claim(args.params, when="ends")
     except KdlabError as exc:
         print(f"kdlab {name}: error: {exc}", file=sys.stderr)
         return 2

@@ -30,12 +30,14 @@ def body(run: StageRun) -> None:
     from kdlab.config import read_params_file
     from kdlab.fsutil import write_bytes_atomic
     from kdlab.preflight import preflight
+    from kdlab.runclaim import write_claim
     from kdlab.validate import check_raw
 
     args = run.args
     raw = read_params_file(args.params)
     params = check_raw(raw, grid_points=False, device=True)
     preflight(raw, params, args.pipeline.resolve().parent, args.pipeline)
+    write_claim(args.params)  # the stages after this one train on exactly this file
     write_bytes_atomic(args.out, OK_TEXT.encode())
     log.info("%s is valid (every section, the KD methods, layers, the device); every output "
              "can be replaced and the disk has room", args.params)  # fmt: skip
