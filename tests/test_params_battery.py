@@ -188,3 +188,26 @@ def test_lists_a_method_or_measure_needs_are_never_empty_or_duplicated(path):
     set_path(raw, path, [original[0], *original])
     with pytest.raises(ConfigError, match=path.replace(".", "[.]")):
         check_raw(raw)
+
+
+SECTION_PATHS = sorted({p.rsplit(".", 1)[0] for p in FIELDS if "." in p} | {""})
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(section=st.sampled_from(SECTION_PATHS),
+       key=st.one_of(st.text(min_size=1, max_size=12), st.integers(), st.booleans()))  # fmt: skip
+def test_an_unknown_key_in_any_section_is_one_line_naming_it(section, key):
+    raw = copy.deepcopy(BASE)
+    node = raw
+    for part in filter(None, section.split(".")):
+        node = node[part]
+    if key in node or section in ("grid.alphas", "grid.axes"):
+        return
+    node[key] = 1
+    try:
+        check_raw(raw)
+    except ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message and "is not a known" in message, message
+        return
+    raise AssertionError(f"{section}.{key} was accepted")

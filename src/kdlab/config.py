@@ -27,7 +27,9 @@ from kdlab.schema import (
     check_items,
     check_range,
     coerce,
+    key_text,
     load_yaml,
+    nearest,
 )
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -206,7 +208,8 @@ def build_kd_config(raw: Any, methods: Mapping[str, Any] | None, path: str = "kd
         spec = METHODS.get(key)
         if spec is None:
             valid = ["method", "alpha", *sorted(n for n, s in METHODS.items() if s.params_cls)]
-            raise ConfigError(f"{path}.{key} is not a known key; valid keys: {', '.join(valid)}")
+            raise ConfigError(f"{path}.{key_text(key)} is not a known key{nearest(key, valid)}; valid "
+                              f"keys: {', '.join(valid)}")  # fmt: skip
         if spec.params_cls is None:
             raise ConfigError(f"{path}.{key}: method {key!r} takes no params")
         options[key] = build_dataclass(spec.params_cls, value, f"{path}.{key}")
@@ -318,9 +321,11 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
         raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
     known = ("seed", "device", "data", "teacher", "student", "kd", "extract", "analyze",
              *RESERVED_SECTIONS)  # fmt: skip
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
-        raise ConfigError(f"{unknown[0]} is not a known section; valid: {', '.join(known)}")
+        raise ConfigError(f"{key_text(unknown[0])} is not a known section"
+                          f"{nearest(unknown[0], known)}; "
+                          f"valid: {', '.join(known)}")  # fmt: skip
     if "seed" not in raw:
         raise ConfigError("seed is required (an integer >= 0)")
     seed = coerce(raw["seed"], int, "seed")
@@ -350,7 +355,7 @@ def read_params_file(path: str | Path = DEFAULT_PARAMS_PATH) -> Any:
         return load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}") from None
 
 

@@ -54,6 +54,21 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)
 
 
+def key_text(key: Any) -> str:
+    """A params key in a message: as written, or its repr when it would not read as one line."""
+    if isinstance(key, str) and key.isprintable() and key.strip() == key and key:
+        return key
+    return repr(key)
+
+
+def nearest(name: Any, valid: typing.Iterable[str]) -> str:
+    """` (did you mean lr?)` for a typo close to one valid name, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -119,10 +134,11 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path} must be a mapping, got {_value_text(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
         raise ConfigError(
-            f"{path}.{unknown[0]} is not a known key; valid keys: {', '.join(fields)}"
+            f"{path}.{key_text(unknown[0])} is not a known key{nearest(unknown[0], fields)}; "
+            f"valid keys: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}

@@ -235,8 +235,11 @@ def write_results(cases: list[dict], out_dir: Path, seconds: float) -> None:
     by_route: dict[str, list[dict]] = {}
     for case in cases:
         by_route.setdefault(case["route"], []).append(case)
-    rows = ["| route | tried | refused in one kdlab line, no output changed | params.yaml left "
-            "rewritten | not clean |", "|---|---|---|---|---|"]
+    rows = [
+        "| route | tried | refused in one kdlab line, no output changed | params.yaml left "
+        "rewritten | not clean |",
+        "|---|---|---|---|---|",
+    ]
     for route, group in by_route.items():
         refused = sum(c["outcome"] == "refused" for c in group)
         rewritten = sum(c["params_yaml_changed"] for c in group if route == "dvc exp run -S")
