@@ -208,8 +208,8 @@ def build_kd_config(raw: Any, methods: Mapping[str, Any] | None, path: str = "kd
         spec = METHODS.get(key)
         if spec is None:
             valid = ["method", "alpha", *sorted(n for n, s in METHODS.items() if s.params_cls)]
-            raise ConfigError(f"{path}.{key_text(key)} is not a known key{nearest(key, valid)}; valid "
-                              f"keys: {', '.join(valid)}")  # fmt: skip
+            raise ConfigError(f"{path}.{key_text(key)} is not a known key"
+                              f"{nearest(key, valid)}; valid keys: {', '.join(valid)}")  # fmt: skip
         if spec.params_cls is None:
             raise ConfigError(f"{path}.{key}: method {key!r} takes no params")
         options[key] = build_dataclass(spec.params_cls, value, f"{path}.{key}")

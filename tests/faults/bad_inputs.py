@@ -69,9 +69,10 @@ def _set(params: dict, dotted: str, value) -> None:
 
 
 EDITS = {  # name -> a function of the parsed params.yaml that returns the text to write
-    "NaN written in params.yaml (kd.alpha: .nan)": lambda p: _dump(p, {"kd.alpha": float("nan")}),
-    "inf written in params.yaml (teacher.lr: .inf)": lambda p: _dump(p, {"teacher.lr": float("inf")}),
-    "kd.at.stages: [] with kd.method: at": lambda p: _dump(p, {"kd.method": "at", "kd.at.stages": []}),
+    "kd.alpha: .nan": lambda p: _dump(p, {"kd.alpha": float("nan")}),
+    "teacher.lr: .inf": lambda p: _dump(p, {"teacher.lr": float("inf")}),
+    "kd.at.stages: [] with kd.method: at": lambda p: _dump(p, {"kd.method": "at",
+                                                               "kd.at.stages": []}),
     "no kd: section": lambda p: _dump({k: v for k, v in p.items() if k != "kd"}, {}),
     "no teacher: section": lambda p: _dump({k: v for k, v in p.items() if k != "teacher"}, {}),
     "no kd.ft.rate key": lambda p: _without(p, "kd", "ft", "rate"),
