@@ -69,3 +69,11 @@ def stale_in_status(status: str) -> set[str]:
 def assert_up_to_date(status: str) -> None:
     """Nothing to reproduce: DVC's "up to date", or only `check`'s "always changed"."""
     assert "up to date" in status.lower() or stale_in_status(status) == set(), status
+
+
+def restore_tracked(repo: Path) -> None:
+    """Every tracked file as committed. Not `git checkout -- .`: after a refused `dvc exp run
+    -S`, git's index can hold the rewritten params.yaml's stat data with HEAD's blob (same
+    size), so git sees no change and checks nothing out."""
+    (repo / ".git/index").unlink()
+    git(repo, "reset", "-q", "--hard", "HEAD")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from .conftest import run, tiny_params, tool_env, write_params
-from .repos import TINY, dvc, git, make_clone
+from .repos import TINY, dvc, git, make_clone, restore_tracked
 from .services import unavailable
 
 pytestmark = pytest.mark.integration
@@ -39,8 +39,10 @@ if not torch.cuda.is_available():
 
 
 def outputs(repo: Path) -> dict[str, bytes]:
-    return {p.relative_to(repo).as_posix(): p.read_bytes()
-            for d in OUTPUT_DIRS for p in sorted((repo / d).rglob("*")) if p.is_file()}  # fmt: skip
+    """Every output and dvc.lock, by content (git's stat cache can miss a same-size rewrite)."""
+    found = {p.relative_to(repo).as_posix(): p.read_bytes()
+             for d in OUTPUT_DIRS for p in sorted((repo / d).rglob("*")) if p.is_file()}  # fmt: skip
+    return {**found, "dvc.lock": (repo / "dvc.lock").read_bytes()}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def assert_untouched(repo: Path, before: dict[str, bytes], out: str,
     after = outputs(repo)
     assert sorted(after) == sorted(before), "an output file appeared or disappeared"
     assert [name for name in before if after[name] != before[name]] == []
-    git(repo, "checkout", "-q", "params.yaml")
+    restore_tracked(repo)
 
 
 @pytest.mark.parametrize("key", sorted(INVALID))
@@ -224,5 +226,5 @@ def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
         refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/")
         assert "/x06" not in refs and "/x07" not in refs, refs
     finally:
-        git(repo, "checkout", "-q", "--", ".")
+        restore_tracked(repo)
         dvc(repo, "checkout", "-f")
