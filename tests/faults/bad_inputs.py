@@ -11,7 +11,8 @@ kdlab line, the files that changed) and `bad-inputs.md` (the counts), then remov
 
 An outcome is `refused` when the run exits non-zero with one `kdlab ...: error:` line, no
 traceback, and no file changed apart from params.yaml (the user's own edit, or DVC's rewrite
-for `-S`, reported in its own column); anything else is listed as it happened.
+for `-S`, reported in its own column); `refused by DVC` when DVC stopped with its own one line
+before running any stage and nothing changed; `NOT CLEAN` otherwise, with the changed files.
 """
 
 from __future__ import annotations
@@ -191,11 +192,17 @@ def outcome(proc: subprocess.CompletedProcess, good: dict, after: dict) -> dict:
     changed = sorted(k for k in set(good) | set(after) if good.get(k) != after.get(k))
     lines = re.findall(r"^kdlab [\w ]+: error: .*$", out, re.M)
     others = [c for c in changed if c != "params.yaml"]
-    refused = proc.returncode != 0 and len(lines) == 1 and "Traceback" not in out and not others
+    dvc_errors = re.findall(r"^ERROR: .*$", out, re.M)
+    clean = proc.returncode != 0 and "Traceback" not in out and not others
+    if clean and len(lines) == 1:
+        result = "refused"
+    elif clean and not lines and "Running stage" not in out and len(dvc_errors) == 1:
+        result = "refused by DVC"  # before any stage ran: DVC's line, nothing changed
+    else:
+        result = "NOT CLEAN"
     return {"exit": proc.returncode, "kdlab_line": lines[0] if lines else None,
             "traceback": "Traceback" in out, "params_yaml_changed": "params.yaml" in changed,
-            "changed": others, "outcome": "refused" if refused else "NOT CLEAN",
-            "dvc_errors": re.findall(r"^ERROR: .*$", out, re.M)[:2]}  # fmt: skip
+            "changed": others, "outcome": result, "dvc_errors": dvc_errors[:2]}  # fmt: skip
 
 
 def run_battery(repo: Path) -> list[dict]:
@@ -241,16 +248,17 @@ def write_results(cases: list[dict], out_dir: Path, seconds: float) -> None:
     by_route: dict[str, list[dict]] = {}
     for case in cases:
         by_route.setdefault(case["route"], []).append(case)
-    rows = [
-        "| route | tried | refused in one kdlab line, no output changed | params.yaml left "
-        "rewritten | not clean |",
-        "|---|---|---|---|---|",
-    ]
+    rows = ["| route | tried | refused in one kdlab line, nothing changed | refused by DVC "
+            "before any stage, nothing changed | params.yaml left rewritten | not clean |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for route, group in by_route.items():
         refused = sum(c["outcome"] == "refused" for c in group)
+        by_dvc = [c["input"] for c in group if c["outcome"] == "refused by DVC"]
         rewritten = sum(c["params_yaml_changed"] for c in group if route == "dvc exp run -S")
-        bad = [c["input"] for c in group if c["outcome"] != "refused"]
+        bad = [f"{c['input']} ({', '.join(c['changed'][:2])}{' ...' * (len(c['changed']) > 2)} "
+               "changed)" for c in group if c["outcome"] == "NOT CLEAN"]  # fmt: skip
         rows.append(f"| {route} | {len(group)} | {refused} | "
+                    f"{len(by_dvc)}{': ' + '; '.join(by_dvc) if by_dvc else ''} | "
                     f"{rewritten if route == 'dvc exp run -S' else '(the edit)'} | "
                     f"{len(bad)}{': ' + '; '.join(bad) if bad else ''} |")  # fmt: skip
     text = (f"# Bad inputs on a real DVC clone\n\n`tests/faults/bad_inputs.py` on {meta['date']}, "
@@ -272,7 +280,7 @@ def main() -> int:
         repo = make_clone(Path(tmp))
         cases = run_battery(repo)
     write_results(cases, args.out, time.monotonic() - start)
-    return 0 if all(c["outcome"] == "refused" for c in cases) else 1
+    return 0 if all(c["outcome"] != "NOT CLEAN" for c in cases) else 1
 
 
 if __name__ == "__main__":
