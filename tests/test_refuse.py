@@ -228,3 +228,21 @@ def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
     finally:
         restore_tracked(repo)
         dvc(repo, "checkout", "-f")
+
+
+def test_an_unknown_dataset_says_how_to_get_back_what_dvc_removed(repo):
+    """`dvc exp run -S data.name=mnist`: DVC's checkout drops data/digits (no output of the new
+    params) before the first stage runs. The refusal says so and names the command that brings
+    it back, and running that command restores every output byte for byte."""
+    before = outputs(repo)
+    proc = run(["dvc", "exp", "run", "-S", "data.name=mnist"], cwd=repo, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert (
+        "got 'mnist'; DVC removed data/digits before this check (it is no output of these "
+        "params): `git checkout params.yaml && dvc checkout` brings it back"
+    ) in out, out
+    run(["bash", "-c", "git checkout params.yaml && dvc checkout"], cwd=repo)
+    after = outputs(repo)
+    assert [name for name in set(before) | set(after) if before.get(name) != after.get(name)] == []
+    restore_tracked(repo)

@@ -210,3 +210,32 @@ def preflight(raw: Mapping, params: Params, root: Path, dvc_yaml: Path) -> None:
     outputs = stage_output_paths(stages, raw)
     check_outputs_writable(root, outputs)
     check_free_space(root, outputs, estimate_output_bytes(params))
+
+
+def dropped_outputs(root: Path, raw: Mapping, dvc_yaml: Path) -> list[str]:
+    """Outputs dvc.lock records that the workspace lacks and that the pipeline, with these
+    params, no longer names: what `dvc exp run` removes before the first stage runs (its
+    checkout drops such outputs, e.g. data/digits for `-S data.name=mnist`)."""
+    try:
+        lock = load_yaml((root / "dvc.lock").read_text()) or {}
+        named = set(stage_output_paths(load_stages(dvc_yaml), raw))
+    except (OSError, ValueError, ConfigError):
+        return []
+    dropped = []
+    for stage in (lock.get("stages") or {}).values():
+        for out in (stage or {}).get("outs") or []:
+            path = out.get("path") if isinstance(out, Mapping) else None
+            if path and path not in named and not (root / path).exists() and path not in dropped:
+                dropped.append(path)
+    return dropped
+
+
+def restore_advice(root: Path, raw: Mapping, dvc_yaml: Path) -> str:
+    """How to get back what DVC removed before a refused run ("" when it removed nothing)."""
+    dropped = dropped_outputs(root, raw, dvc_yaml)
+    if not dropped:
+        return ""
+    return (
+        f"; DVC removed {', '.join(dropped)} before this check (it is no output of these "
+        "params): `git checkout params.yaml && dvc checkout` brings it back"
+    )

@@ -28,15 +28,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def body(run: StageRun) -> None:
     from kdlab.config import read_params_file
+    from kdlab.errors import ConfigError
     from kdlab.fsutil import write_bytes_atomic
-    from kdlab.preflight import preflight
+    from kdlab.preflight import preflight, restore_advice
     from kdlab.runclaim import write_claim
     from kdlab.validate import check_raw
 
     args = run.args
+    root = args.pipeline.resolve().parent
     raw = read_params_file(args.params)
-    params = check_raw(raw, grid_points=False, device=True)
-    preflight(raw, params, args.pipeline.resolve().parent, args.pipeline)
+    try:
+        params = check_raw(raw, grid_points=False, device=True)
+    except ConfigError as exc:  # say how to undo what DVC did before this stage, if anything
+        raise ConfigError(f"{exc}{restore_advice(root, raw, args.pipeline)}") from None
+    preflight(raw, params, root, args.pipeline)
     write_claim(args.params)  # the stages after this one train on exactly this file
     write_bytes_atomic(args.out, OK_TEXT.encode())
     log.info("%s is valid (every section, the KD methods, layers, the device); every output "
