@@ -41,7 +41,7 @@ if not torch.cuda.is_available():
 def outputs(repo: Path) -> dict[str, bytes]:
     """Every output and dvc.lock, by content (git's stat cache can miss a same-size rewrite)."""
     found = {p.relative_to(repo).as_posix(): p.read_bytes()
-             for d in OUTPUT_DIRS for p in sorted((repo / d).rglob("*")) if p.is_file()}  # fmt: skip
+    """Every output and dvc.lock, by content (git's stat cache can miss a same-size edit)."""
     return {**found, "dvc.lock": (repo / "dvc.lock").read_bytes()}
 
 
