@@ -39,9 +39,9 @@ if not torch.cuda.is_available():
 
 
 def outputs(repo: Path) -> dict[str, bytes]:
-    """Every output and dvc.lock, by content (git's stat cache can miss a same-size rewrite)."""
-    found = {p.relative_to(repo).as_posix(): p.read_bytes()
     """Every output and dvc.lock, by content (git's stat cache can miss a same-size edit)."""
+    files = [p for d in OUTPUT_DIRS for p in sorted((repo / d).rglob("*")) if p.is_file()]
+    found = {p.relative_to(repo).as_posix(): p.read_bytes() for p in files}
     return {**found, "dvc.lock": (repo / "dvc.lock").read_bytes()}
 
 
