@@ -27,7 +27,8 @@ BAD_INPUTS = [
     ({"kd.logit.temperature": 0}, "kd.logit.temperature must be in (0, 1000], got 0.0"),
     ({"kd.logit.temp": 4}, "kd.logit.temp is not a known key; valid keys: temperature, weight"),
     ({"kd.fitnetz": {}},
-     f"kd.fitnetz is not a known key; valid keys: method, alpha, {WITH_PARAMS}"),
+     "kd.fitnetz is not a known key (did you mean fitnets?); valid keys: method, alpha, "
+     f"{WITH_PARAMS}"),
     ({"kd.rkd.angle_weight": -1}, "kd.rkd.angle_weight must be in [0, 1000000], got -1.0"),
     ({"kd.at.stages": "stage1"}, "kd.at.stages must be a list of strings, got 'stage1'"),
     ({"kd.ft.rate": 0}, "kd.ft.rate must be in (0, 4], got 0.0"),

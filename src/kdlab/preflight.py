@@ -131,6 +131,10 @@ def _param_count(arch: str) -> int:
 
     spec = get_arch(arch)
     config = spec.config
+    if spec.family not in ("resnet", "wrn", "vit"):  # a family added later: from its shapes
+        shapes = spec.shapes(config, 100, 32)
+        return sum(18 * dims[0] ** 2 if len(dims) == 3 else 12 * dims[-1] ** 2
+                   for dims in shapes.stages.values()) + 100 * shapes.embedding_dim  # fmt: skip
     if "dim" in config:  # vit
         return config["depth"] * (4 * config["dim"] ** 2 + 2 * config["dim"] * config["mlp_dim"])
     if "widths" in config:  # resnet: depth = 6n + 2

@@ -164,6 +164,7 @@ def fast_import_experiments(clone: Path, template: str, baseline: str, count: in
     each with its own method, alpha, seed and metrics."""
     params_text = git_output(clone, "show", f"{template}:params.yaml") + "\n"
     metrics_text = git_output(clone, "show", f"{template}:{METRICS_FILE}")
+    lock_text = git_output(clone, "show", f"{template}:dvc.lock") + "\n"
     changes = template_changes(clone, baseline, template)
     rng = random.Random(0)
     methods, alphas = GRID_240["methods"], GRID_240["alphas"]
@@ -172,6 +173,7 @@ def fast_import_experiments(clone: Path, template: str, baseline: str, count: in
         name = f"bench-{i:04d}"
         params = vary_params(params_text, methods[i % 6], alphas[i // 6 % 3], i // 18)
         metrics = vary_metrics(metrics_text, rng)
+        lock = lock_with_md5(lock_text, METRICS_FILE, metrics.encode())
         message = f"dvc: commit experiment {name}"
         chunks.append(
             f"commit refs/exps/{baseline[:2]}/{baseline[2:]}/{name}\n"
@@ -180,9 +182,22 @@ def fast_import_experiments(clone: Path, template: str, baseline: str, count: in
             f"from {baseline}\n{changes}"
             f"M 100644 inline params.yaml\ndata {len(params.encode())}\n{params}\n"
             f"M 100644 inline {METRICS_FILE}\ndata {len(metrics.encode())}\n{metrics}\n"
+            f"M 100644 inline dvc.lock\ndata {len(lock.encode())}\n{lock}\n"
         )
     subprocess.run(["git", "fast-import", "--quiet"], cwd=clone,
                    input="".join(chunks).encode(), check=True)  # fmt: skip
+
+
+def lock_with_md5(lock_text: str, path: str, data: bytes) -> str:
+    """dvc.lock with `path`'s md5 and size those of `data`, as DVC would have recorded them
+    (kdlab show checks every metrics file against its dvc.lock)."""
+    import hashlib
+
+    pattern = re.compile(
+        rf"(- path: {re.escape(path)}\n(\s+)hash: md5\n\s+md5: )\w+(\n\s+size: )\d+"
+    )
+    return pattern.sub(lambda m: f"{m.group(1)}{hashlib.md5(data).hexdigest()}{m.group(3)}"
+                       f"{len(data)}", lock_text)  # fmt: skip
 
 
 def synthetic_experiments(repo: Path, count: int) -> None:
