@@ -123,6 +123,14 @@ def test_a_missing_section_is_kdlabs_line_not_dvcs_after_deleting(repo):
     assert_untouched(repo, before, out)
 
 
+def assert_refused_first(repo: Path, before: dict, proc, dvcs_words: str, kdlab_line: str):
+    """Refused by kdlab's check line (a regex), not by DVC's `dvcs_words`, nothing changed."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and dvcs_words not in out, out
+    assert re.search(rf"kdlab check: error: {kdlab_line}", out), out
+    assert_untouched(repo, before, out)
+
+
 @contextlib.contextmanager
 def read_only(path: Path):
     """`path` read-only for this process: a read-only bind mount as root (whom permissions do
@@ -159,14 +167,9 @@ def test_a_read_only_output_directory_is_refused_before_anything_is_removed(repo
     finally:
         if created:
             (repo / where).rmdir()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Permission denied" not in out, out
-    assert re.search(
-        rf"kdlab check: error: cannot write {where}\S* \(for \S+\): "
-        r"(read-only file system|permission denied); nothing was removed",
-        out,
-    ), out
-    assert_untouched(repo, before, out)
+    assert_refused_first(repo, before, proc, "Permission denied",
+                         rf"cannot write {where}\S* \(for \S+\): (read-only file system|"
+                         r"permission denied); nothing was removed")  # fmt: skip
 
 
 def test_a_full_disk_is_refused_before_anything_is_removed(repo):
@@ -187,17 +190,12 @@ def test_a_full_disk_is_refused_before_anything_is_removed(repo):
     try:
         shutil.copytree(saved, repo / "models", dirs_exist_ok=True)  # the outputs, 64 KiB spare
         proc = run(["dvc", "repro"], cwd=repo, check=False)
-        out = proc.stdout + proc.stderr
     finally:
         subprocess.run(["umount", str(repo / "models")], check=True)
         shutil.rmtree(saved)
-    assert proc.returncode != 0 and "unexpected error" not in out, out
-    assert re.search(
-        r"kdlab check: error: not enough disk space for this run on models\S*: "
-        r"[0-9.]+ MiB free, the run writes about [0-9.]+ MiB there",
-        out,
-    ), out
-    assert_untouched(repo, before, out)
+    assert_refused_first(repo, before, proc, "unexpected error",
+                         r"not enough disk space for this run on models\S*: [0-9.]+ MiB free, "
+                         r"the run writes about [0-9.]+ MiB there")  # fmt: skip
 
 
 def test_two_exp_runs_in_one_workspace_never_mix_params(repo):

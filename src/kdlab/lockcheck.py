@@ -15,19 +15,26 @@ from collections.abc import Mapping
 import yaml
 
 
-def lock_md5s(lock_text: bytes | str | None) -> dict[str, str]:
-    """path -> md5 of every single-file output of every stage in a dvc.lock (directories, whose
-    md5 ends in `.dir`, are DVC's to check)."""
-    if not lock_text:
+def load_mapping(blob: bytes | str | None) -> dict:
+    """A YAML mapping read fast ({} for nothing, bad YAML or not a mapping): libyaml's C loader,
+    not kdlab.schema.load_yaml's pure-Python one, for the hundreds of params and lock files
+    `kdlab show` reads per call."""
+    if not blob:
         return {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        lock = yaml.load(lock_text, Loader=loader)
+        data = yaml.load(blob, Loader=loader)
     except yaml.YAMLError:
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def lock_md5s(lock_text: bytes | str | None) -> dict[str, str]:
+    """path -> md5 of every single-file output of every stage in a dvc.lock (directories, whose
+    md5 ends in `.dir`, are DVC's to check)."""
     md5s = {}
-    stages = lock.get("stages") if isinstance(lock, Mapping) else None
-    for stage in (stages or {}).values():
+    stages = load_mapping(lock_text).get("stages")
+    for stage in (stages if isinstance(stages, Mapping) else {}).values():
         for out in (stage or {}).get("outs") or []:
             md5 = out.get("md5") if isinstance(out, Mapping) else None
             if isinstance(md5, str) and not md5.endswith(".dir"):

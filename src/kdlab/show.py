@@ -32,8 +32,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.flat import flatten
 from kdlab.gitutil import git_output
@@ -126,16 +124,11 @@ def _json(blob: bytes | None) -> dict:
 
 
 def _yaml(blob: bytes | None) -> dict:
-    # libyaml's C loader, not kdlab.schema.load_yaml's pure-Python one: hundreds of params
-    # files per call, and the columns shown (names, alpha, seed) parse the same in both.
-    if not blob:
-        return {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(blob, Loader=loader)
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}  # not params (`kdlab check` says what is wrong)
+    # the columns shown (names, alpha, seed) parse the same as with kdlab.schema.load_yaml;
+    # not params -> {} (`kdlab check` says what is wrong)
+    from kdlab.lockcheck import load_mapping
+
+    return load_mapping(blob)
 
 
 def _get(tree: dict, *path: str) -> Any:
