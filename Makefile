@@ -4,6 +4,8 @@
 # uv is bootstrapped into .tools/ (from PyPI, pinned) when it is not already on PATH.
 # Bytecode is compiled at install time: with PYTHONDONTWRITEBYTECODE set (as on CI machines),
 # every stage process would otherwise recompile torch from source (about 6 s each).
+# The DVC guard (src/kdlab/dvcguard.py) is a .pth file in the venv: kdlab checks every
+# `dvc repro` / `dvc exp run` before DVC rewrites params.yaml or touches an output.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -33,6 +35,7 @@ install: .venv/.synced .dvc/plots-offline.html
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --compile-bytecode
+	$(VENV_BIN)/python -m kdlab.dvcguard --install
 	touch $@
 
 # The page `dvc plots show/diff` fill (.dvc/config: plots.html_template), with vega inlined

@@ -3,14 +3,25 @@
 `tempfile` creates files 0600 and directories 0700; renamed into place as they are, a lab group
 sharing the DVC cache (`dvc config cache.shared group`) or the train-once store could not read
 them. Everything written here ends with the mode an ordinary `open()`/`mkdir()` would give.
+
+Every temporary file or directory kdlab writes is named by its owner:
+`.<name>.kdlab-tmp-<host>-<pid>-<start>-<random>` (`TEMP_MARK`), `<start>` being the owning
+process's start time, so a pid the kernel has since reused is not taken for the owner. A writer
+removes the stale temps of the same name (their owner on this host is gone) before it makes its
+own; `kdlab doctor` sweeps the whole workspace. Temps of another host (a shared file system) are
+never removed from here: whether their owner lives cannot be known. `.gitignore` ignores the
+pattern, so a kill never leaves a `??` in `git status`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +35,82 @@ class WriteError(KdlabError):
 
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 """Failures of the machine, not of kdlab: reported in one line like bad input."""
+
+
+TEMP_MARK = ".kdlab-tmp-"
+TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.kdlab-tmp-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<start>\d+)-"
+)
+"""A kdlab temp's name: what it stands for, and the host, pid and start time of its writer."""
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (/proc/<pid>/stat, field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of a temp for `name` written by this process (tempfile adds a random tail)."""
+    pid = os.getpid()
+    return f".{name}{TEMP_MARK}{_host()}-{pid}-{_start_time(pid) or 0}-"
+
+
+def temp_owner_alive(entry: str | Path) -> bool | None:
+    """Whether the process that wrote a kdlab temp still runs: None for a name that is not a
+    kdlab temp, or one written on another host (unknowable from here)."""
+    match = TEMP_NAME.match(Path(entry).name)
+    if match is None:
+        return None
+    if match["host"] != _host():
+        return None
+    return _start_time(int(match["pid"])) == int(match["start"])
+
+
+def remove_temp(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
+    """Remove the kdlab temps in `directory` (those for `name`, or all) whose writer on this
+    host is gone; return what was removed."""
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        if temp_owner_alive(entry) is False:
+            remove_temp(entry)
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def temp_directory(parent: str | Path, name: str) -> Iterator[Path]:
+    """A scratch directory in `parent`, named as every kdlab temp, removed when the block ends."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(parent, name)
+    path = Path(tempfile.mkdtemp(prefix=temp_prefix(name), dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _reraise(exc: OSError, path: Path) -> None:
@@ -63,9 +150,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's leftovers
-            stale.unlink(missing_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        sweep_stale_temps(path.parent, path.name)  # a killed writer's leftovers
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp",
+                                        dir=path.parent)  # fmt: skip
     except OSError as exc:
         _reraise(exc, path)
     try:
@@ -105,7 +192,8 @@ def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
     out_dir = Path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        sweep_stale_temps(out_dir.parent, out_dir.name)  # a killed writer's leftovers
+        tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), dir=out_dir.parent))
     except OSError as exc:
         _reraise(exc, out_dir)
     try:

@@ -9,7 +9,6 @@ comments and every key the preset does not name, after validating the result exa
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from kdlab.errors import ConfigError
-from kdlab.fsutil import write_bytes_atomic
+from kdlab.fsutil import temp_directory, write_bytes_atomic
 
 
 def _yaml() -> YAML:
@@ -75,8 +74,8 @@ def apply_preset(preset_path: Path, params_path: Path) -> list[str]:
     buffer = io.StringIO()
     yaml.dump(params, buffer)
     text = buffer.getvalue().encode()
-    with tempfile.TemporaryDirectory(dir=params_path.parent) as tmp:
-        candidate = Path(tmp) / params_path.name
+    with temp_directory(params_path.parent, f"{params_path.name}-preset") as tmp:
+        candidate = tmp / params_path.name
         candidate.write_bytes(text)
         try:
             check_file(candidate)

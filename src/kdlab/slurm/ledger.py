@@ -10,11 +10,11 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from kdlab.errors import KdlabError
+from kdlab.fsutil import write_bytes_atomic
 
 LEDGER_VERSION = 1
 
@@ -59,9 +59,7 @@ class Ledger:
             "version": LEDGER_VERSION,
             "experiments": {n: dataclasses.asdict(r) for n, r in sorted(self.records.items())},
         }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        write_bytes_atomic(self.path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 @contextlib.contextmanager

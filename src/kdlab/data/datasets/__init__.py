@@ -21,7 +21,6 @@ import dataclasses
 import importlib
 import json
 import pkgutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 from kdlab.checksum import json_sha256, sha256_file
 from kdlab.data.download import RemoteFile
 from kdlab.errors import DataError
-from kdlab.fsutil import atomic_directory
+from kdlab.fsutil import atomic_directory, temp_directory
 
 DYNAMIC_IMPORTS = ("kdlab.data.datasets",)
 """Packages whose every module this package imports by name (read by kdlab.codedeps)."""
@@ -197,8 +196,8 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     download_dir = Path(download_dir) if download_dir else out_dir.parent / ".downloads"
-    with tempfile.TemporaryDirectory(prefix=f".{name}-scratch.", dir=out_dir.parent) as scratch:
-        arrays = spec.build(BuildContext(Path(scratch), download_dir, mirror))
+    with temp_directory(out_dir.parent, f"{name}-scratch") as scratch:
+        arrays = spec.build(BuildContext(scratch, download_dir, mirror))
     full = len(arrays.train_labels)
     arrays = take_train_subset(arrays, train_subset)
     return write_dataset(arrays, name, out_dir, {"train_subset": train_subset,
