@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdlab.schema import load_yaml
+
 from .conftest import run, tiny_params, tool_env, write_params
 from .repos import TINY, dvc, git, make_clone, restore_tracked
 from .services import unavailable
@@ -85,7 +87,9 @@ def test_invalid_exp_run_set_param_leaves_everything(repo, settings):
     sets = [arg for setting in settings for arg in ("-S", setting)]
     proc = run(["dvc", "exp", "run", *sets], cwd=repo, check=False)
     assert proc.returncode != 0
-    assert_untouched(repo, before, proc.stdout + proc.stderr)
+    out = proc.stdout + proc.stderr
+    assert git(repo, "status", "--porcelain") == "", "params.yaml was rewritten"  # the guard
+    assert_untouched(repo, before, out, said="kdlab: error: -S ")
 
 
 def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, bare_python):
@@ -199,10 +203,12 @@ def test_a_full_disk_is_refused_before_anything_is_removed(repo):
 
 
 def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
-    """`dvc exp run -S kd.alpha=0.6 &` then `dvc exp run -S kd.alpha=0.7`: DVC writes 0.7 into
-    params.yaml before refusing the second (its lock). The first run's stages then find
-    params.yaml changed since its check stage and stop in one line: nothing is recorded under
-    params it did not train with (before: the student trained on 0.7 under the name x06)."""
+    """`dvc exp run -S kd.alpha=0.6 &` then `dvc exp run -S kd.alpha=0.7`: the second is refused
+    by kdlab's DVC guard before DVC writes 0.7 into params.yaml (before: DVC rewrote it, then
+    found its lock, and the first run trained on 0.7 under the name x06). The first run ends
+    normally, and the params of its experiment commit are the ones its model was trained with
+    (the checkpoint's metadata)."""
+    committed = (repo / "params.yaml").read_bytes()
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "x06", "-S", "kd.alpha=0.6", "-S", "teacher.epochs=8",
          "-S", "teacher.lr=0.07"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -212,35 +218,42 @@ def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
         lines.append(line)
         if "Running stage 'train_teacher'" in line:
             break
+    during = (repo / "params.yaml").read_bytes()
     second = run(["dvc", "exp", "run", "-n", "x07", "-S", "kd.alpha=0.7"], cwd=repo, check=False)
+    assert (repo / "params.yaml").read_bytes() == during, "the refused run rewrote params.yaml"
     lines += first.stdout.readlines()
     first.wait(timeout=600)
     out = "".join(lines)
     try:
-        assert second.returncode != 0, second.stdout + second.stderr
-        assert first.returncode != 0, out
-        assert "params.yaml changed after this run's check stage validated it" in out, out
-        assert "Traceback" not in out and "NoneType" not in out, out
+        said = (second.stdout + second.stderr).strip()
+        assert second.returncode == 2, said
+        assert said.startswith("kdlab: error: this workspace is busy: `dvc exp run -n x06 "), said
+        assert first.returncode == 0, out
         refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/")
-        assert "/x06" not in refs and "/x07" not in refs, refs
+        assert "/x06" in refs and "/x07" not in refs, refs
+        ref = next(r for r in refs.split() if r.endswith("/x06"))
+        recorded = load_yaml(git(repo, "show", f"{ref}:params.yaml"))
+        assert recorded["kd"]["alpha"] == 0.6
+        trained = torch.load(repo / "models/student/model.pt", map_location="cpu",
+                             weights_only=False)["params"]  # fmt: skip
+        assert trained["kd"]["alpha"] == 0.6 and trained["teacher"]["epochs"] == 8
+        assert recorded["kd"] == trained["kd"] and recorded["teacher"] == trained["teacher"]
     finally:
+        (repo / "params.yaml").write_bytes(committed)
         restore_tracked(repo)
         dvc(repo, "checkout", "-f")
 
 
-def test_an_unknown_dataset_says_how_to_get_back_what_dvc_removed(repo):
-    """`dvc exp run -S data.name=mnist`: DVC's checkout drops data/digits (no output of the new
-    params) before the first stage runs. The refusal says so and names the command that brings
-    it back, and running that command restores every output byte for byte."""
+def test_an_unknown_dataset_removes_nothing(repo):
+    """`dvc exp run -S data.name=mnist`: DVC's checkout would drop data/digits (no output of the
+    new params) before the first stage runs; kdlab's DVC guard refuses the value first."""
     before = outputs(repo)
     proc = run(["dvc", "exp", "run", "-S", "data.name=mnist"], cwd=repo, check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert (
-        "got 'mnist'; DVC removed data/digits before this check (it is no output of these "
-        "params): `git checkout params.yaml && dvc checkout` brings it back"
-    ) in out, out
-    run(["bash", "-c", "git checkout params.yaml && dvc checkout"], cwd=repo)
-    after = outputs(repo)
-    assert [name for name in set(before) | set(after) if before.get(name) != after.get(name)] == []
-    restore_tracked(repo)
+    assert proc.returncode == 2, out
+    assert out.strip() == (
+        "kdlab: error: -S data.name=mnist: data.name must be one of cifar10, cifar100, digits, "
+        "fashion_mnist, svhn, tinyimagenet, got 'mnist'; nothing was changed"
+    ), out
+    assert git(repo, "status", "--porcelain") == ""
+    assert outputs(repo) == before

@@ -139,9 +139,8 @@ def describe_os_error(exc: OSError, path: str | Path) -> str:
         errno.EPERM: "operation not permitted",
     }.get(exc.errno, exc.strerror or type(exc).__name__)
     return (
-        f"cannot write {path}: {cause}; nothing incomplete was kept, and after freeing space or "
-        "fixing permissions `dvc checkout` restores the last good outputs and re-running the "
-        "stage resumes"
+        f"cannot write {path}: {cause}; nothing incomplete was kept: free space or fix the "
+        "permissions, then run the stage again"
     )
 
 

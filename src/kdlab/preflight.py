@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -26,31 +25,11 @@ from typing import Any
 from kdlab.config import Params
 from kdlab.errors import ConfigError
 from kdlab.fsutil import WriteError
+from kdlab.pipeline import _interpolate, _lookup, load_stages
 from kdlab.schema import load_yaml
 
-_INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
 SAFETY_FACTOR = 2
 """Every cached output is written twice (the workspace and DVC's cache), hence at least 2×."""
-
-
-def load_stages(dvc_yaml: Path) -> Mapping[str, Any]:
-    try:
-        return load_yaml(dvc_yaml.read_text()).get("stages", {})
-    except (OSError, AttributeError) as exc:
-        raise ConfigError(f"{dvc_yaml} cannot be read as a pipeline ({exc})") from None
-
-
-def _lookup(raw: Any, dotted: str) -> tuple[bool, Any]:
-    node = raw
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _interpolate(text: str, raw: Mapping) -> str:
-    return _INTERPOLATION.sub(lambda m: str(_lookup(raw, m.group(1))[1]), text)
 
 
 def stage_param_keys(stages: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -4,9 +4,12 @@ Copied into a test repository's `src/` (the stages run with PYTHONPATH=src, so P
 at start-up in every stage process); kdlab's own code has no test hooks. With
 `KDLAB_KILL_ON_FSYNC=<regex>@<n>` set, the n-th `os.fsync` of a file whose path matches the
 regex first truncates that file to half its size (a write cut short), then kills the process
-group: the stage and the `dvc repro` that runs it, as a node failure or `kill -9` would.
+group: the stage and the `dvc repro` that runs it, as a node failure or `kill -9` would. With
+`KDLAB_ENOSPC_ON_FSYNC=<regex>@<n>`, that fsync fails with ENOSPC instead: the disk filled up
+while the stage ran, after DVC had removed its outputs.
 """
 
+import errno
 import os
 import re
 import signal
@@ -28,3 +31,19 @@ if _spec:
         return _real_fsync(fd)
 
     os.fsync = _fsync
+
+_full = os.environ.get("KDLAB_ENOSPC_ON_FSYNC")
+if _full:
+    _full_pattern, _, _full_nth = _full.rpartition("@")
+    _full_regex, _full_target, _full_seen = re.compile(_full_pattern), int(_full_nth), [0]
+    _fsync_before_full = os.fsync
+
+    def _fsync_full(fd):
+        path = os.readlink(f"/proc/self/fd/{fd if isinstance(fd, int) else fd.fileno()}")
+        if _full_regex.search(path):
+            _full_seen[0] += 1
+            if _full_seen[0] >= _full_target:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return _fsync_before_full(fd)
+
+    os.fsync = _fsync_full

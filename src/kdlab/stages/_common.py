@@ -4,8 +4,10 @@ errors. A stage module declares its arguments and its body; `run_stage` does the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,29 +62,67 @@ def run_stage(
     setup_logging()
     guarded = name != "check"  # check claims the run; every later stage keeps to its params
     try:
-        if guarded:
-            verify_claim(args.params, when="starts")
-        params = load(args.params) if load is not None else None
-        device = start(params.seed, params.device) if start is not None else None
-        body(StageRun(args, params, device))
-        if guarded:  # DVC records params.yaml as it is now: it must be what the stage used
-            verify_claim(args.params, when="ends")
+        with terminate_as_exception():
+            if guarded:
+                verify_claim(args.params, when="starts")
+            params = load(args.params) if load is not None else None
+            device = start(params.seed, params.device) if start is not None else None
+            body(StageRun(args, params, device))
+            if guarded:  # DVC records params.yaml as it is now: it must be what the stage used
+                verify_claim(args.params, when="ends")
     except KdlabError as exc:
-        print(f"kdlab {name}: error: {exc}", file=sys.stderr)
+        print(f"kdlab {name}: error: {exc}{_restore(name, args.params)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"kdlab {name}: interrupted (Ctrl-C); no output was written, and running the stage "
-            "again resumes from the last complete epoch",
-            file=sys.stderr,
+    except (KeyboardInterrupt, Terminated) as exc:
+        signame = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        again = (
+            "running the stage again resumes from the last complete epoch"
+            if name.startswith("train_")
+            else "running the stage again starts it over (it keeps no partial work)"
         )
-        return 130
+        print(f"kdlab {name}: interrupted ({signame}); no output was written, and {again}"
+              f"{_restore(name, args.params)}", file=sys.stderr)  # fmt: skip
+        return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
-        print(f"kdlab {name}: error: {describe_os_error(exc, exc.filename)}", file=sys.stderr)
+        print(f"kdlab {name}: error: {describe_os_error(exc, exc.filename)}"
+              f"{_restore(name, args.params)}", file=sys.stderr)  # fmt: skip
         return 2
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM (a `kill`, or SLURM at walltime outside the training loop, which handles it in
+    kdlab.training.stop): raised so every temp file's cleanup runs."""
+
+
+@contextlib.contextmanager
+def terminate_as_exception():
+    def _raise(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _restore(stage: str, params_path: Path) -> str:
+    """What brings back the outputs DVC removed before this stage failed (kdlab.pipeline)."""
+    try:
+        from kdlab.config import read_params_file
+        from kdlab.pipeline import stage_restore_advice
+
+        root = params_path.resolve().parent
+        return stage_restore_advice(root, stage, read_params_file(params_path))
+    except (OSError, ValueError, KdlabError):  # advice is a courtesy, never a traceback
+        return ""
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
