@@ -1,5 +1,6 @@
 """A real `dvc repro`, SIGKILLed (with its stage) at several points, then run again: the outputs
-and dvc.lock equal an uninterrupted run's, file for file and byte for byte."""
+and dvc.lock equal an uninterrupted run's, file for file and byte for byte, and nothing is left
+around them: no kdlab temp anywhere, `git status` as after an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -44,13 +45,28 @@ def repro(repo: Path, env_extra: dict[str, str] | None = None) -> subprocess.Pop
                             start_new_session=True)  # fmt: skip
 
 
+def status(repo: Path) -> list[str]:
+    """`git status` with every untracked file listed (a stray temp inside a directory too)."""
+    out = subprocess.run(["git", "status", "--porcelain", "-uall"], cwd=repo, check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return sorted(out.splitlines())
+
+
+def kdlab_temps(repo: Path) -> list[str]:
+    return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*.kdlab-tmp-*")
+                  if ".git" not in p.parts)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, bytes]:
     repo = make_clone(tmp_path_factory.mktemp("reference"), PARAMS)
     proc = repro(repo)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    return snapshot(repo)
+    return {**snapshot(repo), STATUS: "\n".join(status(repo)).encode()}
+
+
+STATUS = "<git status>"
 
 
 def kill_clone(base: Path) -> Path:
@@ -63,7 +79,8 @@ def rerun_equals(repo: Path, reference: dict[str, bytes]) -> str:
     proc = repro(repo)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    got = snapshot(repo)
+    got = {**snapshot(repo), STATUS: "\n".join(status(repo)).encode()}
+    assert kdlab_temps(repo) == [], "a killed writer's temp outlived the rerun"
     assert sorted(got) == sorted(reference), "other files than an uninterrupted run"
     differ = [name for name in reference if got[name] != reference[name]]
     assert not differ, f"differ from an uninterrupted run: {differ}"
@@ -92,6 +109,8 @@ def test_sigkill_during_a_write_then_rerun_equals_uninterrupted(point, tmp_path,
     # nothing that looks complete was left where DVC or a later stage would take it
     assert not (repo / "models" / role).exists()
     assert not (repo / "metrics" / role / "metrics.json").exists()
+    if point.endswith("final-write"):  # killed inside atomic_directory: its temp is left
+        assert any(t.startswith(f"models/.{role}.kdlab-tmp-") for t in kdlab_temps(repo))
     out = rerun_equals(repo, reference)
     assert f"resuming from checkpoints/{role}/resume.pt" in out, out
 

@@ -56,9 +56,19 @@ def repo(tmp_path_factory) -> Path:
     return clone
 
 
-def assert_untouched(repo: Path, before: dict[str, bytes], out: str,
-                     said: str = "kdlab check: error:") -> None:  # fmt: skip
-    assert said in out, out
+# DVC without kdlab's guard (kdlab.dvcguard runs only for a `dvc` command): what a user has who
+# installed kdlab without `make install`. The `check` stage must refuse alone then.
+UNGUARDED_DVC = [
+    sys.executable,
+    "-c",
+    "import sys; from dvc.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+SAID = r"kdlab(?: check)?: error: "
+"""The guard's line or, without it, the check stage's."""
+
+
+def assert_untouched(repo: Path, before: dict[str, bytes], out: str, said: str = SAID) -> None:
+    assert re.search(said, out), out
     assert "Running stage 'train_" not in out and "Running stage 'extract'" not in out, out
     changed = git(repo, "status", "--porcelain").splitlines()
     assert changed in ([], [" M params.yaml"]), changed  # the edit itself, nothing else
@@ -68,13 +78,23 @@ def assert_untouched(repo: Path, before: dict[str, bytes], out: str,
     restore_tracked(repo)
 
 
+@pytest.mark.parametrize("guarded", [True, False], ids=["guard", "check-stage-alone"])
 @pytest.mark.parametrize("key", sorted(INVALID))
-def test_invalid_params_then_dvc_repro_leaves_everything(repo, key):
+def test_invalid_params_then_dvc_repro_leaves_everything(repo, key, guarded):
     before = outputs(repo)
     write_params(repo / "params.yaml", tiny_params(**TINY, **{key: INVALID[key]}))
-    proc = run(["dvc", "repro"], cwd=repo, check=False)
+    proc = run(["dvc", "repro"] if guarded else [*UNGUARDED_DVC, "repro"], cwd=repo, check=False)
     assert proc.returncode != 0
-    assert_untouched(repo, before, proc.stdout + proc.stderr)
+    out = proc.stdout + proc.stderr
+    # the guard says it first; the device (which needs torch) is the check stage's
+    said = (
+        SAID
+        if guarded and key == "device"
+        else "kdlab: error: "
+        if guarded
+        else "kdlab check: error: "
+    )
+    assert_untouched(repo, before, out, said=said)
 
 
 @pytest.mark.parametrize("settings", [["kd.alpha=1.5"], ["extract.layers=[stage9]"],
@@ -89,7 +109,7 @@ def test_invalid_exp_run_set_param_leaves_everything(repo, settings):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert git(repo, "status", "--porcelain") == "", "params.yaml was rewritten"  # the guard
-    assert_untouched(repo, before, out, said="kdlab: error: -S ")
+    assert_untouched(repo, before, out, said=r"kdlab: error: -S ")
 
 
 def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, bare_python):
@@ -105,9 +125,12 @@ def test_dvc_of_an_environment_that_is_not_activated_is_one_line(repo, bare_pyth
         (repo / ".venv").unlink()
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out
-    assert_untouched(repo, before, out, said=f"kdlab: {bare_python} is not the "
-                     "project's environment (no module PIL, dvc, dvclive and 8 more): run "
-                     "`source .venv/bin/activate` and run the command again")  # fmt: skip
+    said = (
+        f"kdlab: {bare_python} is not the "
+        "project's environment (no module PIL, dvc, dvclive and 8 more): run "
+        "`source .venv/bin/activate` and run the command again"
+    )
+    assert_untouched(repo, before, out, said=re.escape(said))
 
 
 def test_a_missing_section_is_kdlabs_line_not_dvcs_after_deleting(repo):
@@ -120,9 +143,9 @@ def test_a_missing_section_is_kdlabs_line_not_dvcs_after_deleting(repo):
     proc = run(["dvc", "repro"], cwd=repo, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "are missing" not in out, out
-    assert (
-        "kdlab check: error: params.yaml has no kd.method, which stage train_paraphraser of "
-        "dvc.yaml reads" in out
+    assert re.search(
+        rf"{SAID}params.yaml has no kd.method, which stage train_paraphraser of dvc.yaml reads",
+        out,
     ), out
     assert_untouched(repo, before, out)
 
@@ -131,7 +154,7 @@ def assert_refused_first(repo: Path, before: dict, proc, dvcs_words: str, kdlab_
     """Refused by kdlab's check line (a regex), not by DVC's `dvcs_words`, nothing changed."""
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and dvcs_words not in out, out
-    assert re.search(rf"kdlab check: error: {kdlab_line}", out), out
+    assert re.search(rf"{SAID}(?:params.yaml: )?{kdlab_line}", out), out
     assert_untouched(repo, before, out)
 
 

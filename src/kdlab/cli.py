@@ -25,8 +25,12 @@ def cmd_check(args: argparse.Namespace) -> None:
     pipeline = Path(args.params).resolve().parent / "dvc.yaml"
     if pipeline.is_file():  # the same preflight as the check stage: present, writable, room
         preflight(raw, params, pipeline.parent, pipeline)
+    from kdlab.doctor import sweep_workspace
     from kdlab.remotes import verify_warnings
 
+    removed, _ = sweep_workspace(pipeline.parent)  # a killed writer's temps (kdlab.fsutil)
+    for path in removed:
+        print(f"kdlab check: removed {path.relative_to(pipeline.parent)} (its writer is gone)")
     for warning in verify_warnings(pipeline.parent):
         print(f"kdlab check: warning: {warning}", file=sys.stderr)
     kd = params.kd
@@ -118,7 +122,10 @@ def cmd_preset(args: argparse.Namespace) -> None:
     """Write a preset's params into params.yaml (validated first; comments kept)."""
     from kdlab.preset import apply_preset
 
-    changed = apply_preset(args.preset, args.params)
+    from kdlab.workspace import held
+
+    with held(Path(args.params).resolve().parent, "run", "kdlab preset"):  # kdlab.workspace
+        changed = apply_preset(args.preset, args.params)
     print(f"{args.params}: {len(changed)} params set from {args.preset}"
           + "".join(f"\n  {key}" for key in changed))  # fmt: skip
 
@@ -128,7 +135,10 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
     from kdlab import grid
 
     plan = grid.load_grid_plan(args.params)
-    actions = grid.queue_grid(Path("."), plan, dry_run=args.dry_run)
+    from kdlab.workspace import held
+
+    with held(Path(".").resolve(), "queue", "kdlab grid queue"):  # stashes the workspace
+        actions = grid.queue_grid(Path("."), plan, dry_run=args.dry_run)
     print(grid.format_plan(actions), end="")
     new = sum(1 for _, what in actions if "queue" in what and "already" not in what)
     verb = "would queue" if args.dry_run else "queued"
@@ -136,6 +146,25 @@ def cmd_grid_queue(args: argparse.Namespace) -> None:
           f"skipped {len(plan) - new} (queued, running or finished)")  # fmt: skip
     if new and not args.dry_run:
         print("run them with: dvc queue start -j N   (each teacher is trained once)")
+
+
+def cmd_grid_requeue(args: argparse.Namespace) -> None:
+    """Queue again the experiments whose queue worker vanished (kdlab.requeue)."""
+    from kdlab.requeue import requeue_dead
+
+    done = requeue_dead(Path("."), dry_run=args.dry_run)
+    for name, what in done:
+        print(f"{name}: {what}")
+    start = "; run them with: dvc queue start -j N" if done and not args.dry_run else ""
+    print(f"{len(done)} experiments whose worker vanished{start}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    """What kills leave around the outputs, found and (where safe) removed (kdlab.doctor)."""
+    from kdlab.doctor import doctor
+
+    for line in doctor(Path("."), clean_remote=args.clean_remote):
+        print(line)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -351,6 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--params", type=Path, default=Path("params.yaml"))
     queue.add_argument("--dry-run", action="store_true", help="print the plan, queue nothing")
     queue.set_defaults(func=cmd_grid_queue)
+    requeue = grid_sub.add_parser(
+        "requeue", help="queue again the experiments whose queue worker was killed"
+    )
+    requeue.add_argument("--dead", action="store_true", required=True,
+                         help="those `kdlab show` says are dead (worker vanished)")  # fmt: skip
+    requeue.add_argument("--dry-run", action="store_true", help="print what would be queued")
+    requeue.set_defaults(func=cmd_grid_requeue)
+    doctor = sub.add_parser(
+        "doctor", help="remove what killed runs left behind (temps, executor dirs), report the rest"
+    )
+    doctor.add_argument("--clean-remote", action="store_true",
+                        help="also remove temps older than an hour on the DVC remotes")  # fmt: skip
+    doctor.set_defaults(func=cmd_doctor)
     status = grid_sub.add_parser("status", help="the same table as `kdlab show`")
     _add_show_args(status)
     _add_slurm_parsers(sub)

@@ -193,7 +193,7 @@ def inspect(words: Sequence[str], cwd: Path) -> None:
 
                 preflight(merged, params, root, root / "dvc.yaml")
         except ConfigError as exc:
-            where = "" if point else "params.yaml: "
+            where = "" if point or str(exc).startswith("params.yaml") else "params.yaml: "
             raise Refusal(f"{shown}{where}{exc}; nothing was changed") from None
 
 

@@ -189,6 +189,10 @@ def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]
             row = describe(name, f"corrupt ({corrupt[0]} ≠ dvc.lock)", _yaml(params), baseline)
             rows.append(row)
             continue
+        needed = TEACHER_METRICS if is_teacher_experiment(name) else STUDENT_METRICS
+        if blobs[f"{sha}:{needed}"] is None:  # a commit without its results is not done
+            rows.append(describe(name, f"incomplete (no {needed})", _yaml(params), baseline))
+            continue
         row = describe(name, "done", _yaml(params), baseline)
         row.teacher_acc = _get(_json(teacher), "test", "acc")
         if not is_teacher_experiment(name):
@@ -253,9 +257,44 @@ def progress(log: Path) -> str | None:
     return None
 
 
+def live_workers(repo: Path) -> int:
+    """How many `dvc exp queue-worker` processes of this repository run (DVC's process files
+    in .dvc/tmp/exps/celery/, each checked against the process table)."""
+    count = 0
+    for info in (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
+        pid = _json(info.read_bytes()).get("pid")
+        try:
+            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        except (OSError, TypeError, ValueError):
+            continue
+        count += b"queue-worker" in cmdline
+    return count
+
+
+def task_state(repo: Path, info: dict, info_file: Path, workers: int) -> str:
+    """A DVC queue task's state as it truly is. `done` is never said here: a finished
+    experiment is its collected commit (finished_rows). A task the executor finished whose
+    result was not collected (its worker was killed) is `dead (worker vanished)`, as is a running
+    one whose process is gone."""
+    state = TASK_STATES.get(info.get("status"), "unknown")
+    log = info_file.with_suffix(".out")
+    if state == "running":
+        if _alive(info_file.with_suffix(".pid")) is False:
+            return "dead (worker vanished)" if not workers else "dead"
+        doing = progress(log) or "starting"
+        return f"running ({doing})" if workers else f"running ({doing}; worker vanished)"
+    if state == "done":
+        ref = info.get("result_ref")
+        if ref and git_output(repo, "for-each-ref", "--format=%(objectname)", ref).strip():
+            return "collected"  # finished_rows has it, with its metrics
+        return "collecting" if workers else "dead (worker vanished)"
+    return state
+
+
 def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
     """Queued, running and failed experiments of the local DVC queue."""
     dvc_dir = repo / ".dvc" / "tmp" / "exps"
+    workers = live_workers(repo)
     entries: dict[str, tuple[str, str, str, str]] = {}  # rev -> (name, state, log, baseline)
     for entry in stash_entries(repo, "refs/exps/celery/stash"):
         if baselines is None or entry["baseline"] in baselines:
@@ -265,12 +304,7 @@ def local_queue_rows(repo: Path, baselines: set[str] | None) -> list[Row]:
         if baselines is not None and info.get("baseline_rev") not in baselines:
             continue
         rev, log = info_file.stem, info_file.with_suffix(".out")
-        state = TASK_STATES.get(info.get("status"), "unknown")
-        if state == "running":
-            if _alive(info_file.with_suffix(".pid")) is False:
-                state = "dead"
-            else:
-                state = f"running ({progress(log) or 'starting'})"
+        state = task_state(repo, info, info_file, workers)
         entries[rev] = (info.get("name") or f"exp-{rev[:7]}", state, str(log),
                         info.get("baseline_rev", ""))  # fmt: skip
     for entry in stash_entries(repo, "refs/exps/celery/failed"):
@@ -439,6 +473,10 @@ def table(rows: Sequence[Row], width: int = 160) -> str:
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     failed = [r for r in rows if r.state.startswith(("failed", "dead")) and r.log]
     logs = [f"{r.name}: {r.state}, log {r.log}" for r in failed]
+    if any(r.state.startswith("dead (worker vanished)") for r in rows):
+        logs.append("their queue worker was killed, so DVC will never collect them: "
+                    "`kdlab grid requeue --dead` queues them again (finished stages come back "
+                    "from DVC's run-cache), then `dvc queue start`")  # fmt: skip
     return (
         "\n".join(
             [
