@@ -121,7 +121,6 @@ def cmd_show(args: argparse.Namespace) -> None:
 def cmd_preset(args: argparse.Namespace) -> None:
     """Write a preset's params into params.yaml (validated first; comments kept)."""
     from kdlab.preset import apply_preset
-
     from kdlab.workspace import held
 
     with held(Path(args.params).resolve().parent, "run", "kdlab preset"):  # kdlab.workspace
