@@ -257,18 +257,27 @@ def progress(log: Path) -> str | None:
     return None
 
 
-def live_workers(repo: Path) -> int:
-    """How many `dvc exp queue-worker` processes of this repository run (DVC's process files
-    in .dvc/tmp/exps/celery/, each checked against the process table)."""
-    count = 0
-    for info in (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
-        pid = _json(info.read_bytes()).get("pid")
-        try:
-            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
-        except (OSError, TypeError, ValueError):
+def queue_worker_pids(repo: Path) -> list[int]:
+    """The `dvc exp queue-worker` processes of this repository, from the process table (DVC's
+    dvc-exp-worker-N.json names the process that spawned the worker, not the worker)."""
+    root = repo.resolve()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
             continue
-        count += b"queue-worker" in cmdline
-    return count
+        try:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"queue-worker" not in words or b"exp" not in words:
+                continue
+            if Path(os.readlink(proc / "cwd")).resolve() == root:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def live_workers(repo: Path) -> int:
+    return len(queue_worker_pids(repo))
 
 
 def task_state(repo: Path, info: dict, info_file: Path, workers: int) -> str:
