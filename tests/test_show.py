@@ -303,3 +303,49 @@ def test_report_leaves_out_the_numbers_of_a_corrupt_run(repo):
     assert row["state"] == f"corrupt ({show.STUDENT_METRICS} ≠ dvc.lock)"
     assert pd.isna(row["acc"])
     assert any("corrupt" in p for p in rep.find_problems(runs, runs.iloc[0:0], None, []))
+
+
+def test_a_task_dvc_finished_but_never_collected_is_dead_not_done(tmp_path):
+    """A queue worker SIGKILLed mid-run: its `exec-run` finishes as an orphan and marks the task
+    finished, but nothing collects it (no experiment ref). Never `done` with blank accuracies;
+    the real queue and kill are in tests/test_kills.py."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    set_identity(repo)
+    head = _commit(repo, {"params.yaml": _params(), ".dvc/.gitignore": "/tmp\n"}, "baseline")
+    for name, status, collected in (("orphan", 6, False), ("kept", 6, True), ("tmp", 3, False),
+                                    ("gone", 2, False)):  # fmt: skip
+        rev = _commit(repo, {"params.yaml": _params(kd__alpha=0.3)}, f"stash {name}")
+        ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+        if collected:
+            files = {"params.yaml": _params(kd__alpha=0.3), show.STUDENT_METRICS: _metrics(0.9),
+                     show.TEACHER_METRICS: _metrics(0.95)}  # fmt: skip
+            git(repo, "update-ref", ref, _commit(repo, files, f"exp {name}"))
+        git(repo, "reset", "-q", "--hard", head)
+        info = {"name": name, "baseline_rev": head, "status": status, "result_ref": ref,
+                "location": "temp" if name == "tmp" else "dvc-task"}  # fmt: skip
+        run_dir = repo / ".dvc/tmp/exps/run" / rev
+        run_dir.mkdir(parents=True)
+        (run_dir / f"{rev}.run").write_text(json.dumps(info))
+        (run_dir / f"{rev}.pid").write_text(str(2**22 + 17))  # no such process
+    rows = {r["name"]: r for r in json.loads(kdlab_show(repo, "--json").stdout)}
+    assert rows["orphan"]["state"] == "dead (worker vanished)"
+    assert rows["gone"]["state"] == "dead (worker vanished)"
+    assert rows["kept"]["state"] == "done" and rows["kept"]["student_acc"] == 0.9
+    assert rows["tmp"]["state"] == "collecting"  # `--temp`: collected by its own process
+    table = kdlab_show(repo).stdout
+    assert "`kdlab grid requeue --dead` queues them again" in table, table
+
+
+def test_an_experiment_commit_without_its_metrics_is_not_done(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    set_identity(repo)
+    head = _commit(repo, {"params.yaml": _params()}, "baseline")
+    sha = _commit(repo, {"params.yaml": _params(kd__alpha=0.3)}, "exp without results")
+    git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/bare", sha)
+    git(repo, "reset", "-q", "--hard", head)
+    rows = {r["name"]: r for r in json.loads(kdlab_show(repo, "--json").stdout)}
+    assert rows["bare"]["state"] == f"incomplete (no {show.STUDENT_METRICS})"

@@ -287,16 +287,16 @@ def task_state(repo: Path, info: dict, info_file: Path, workers: int) -> str:
     one whose process is gone."""
     state = TASK_STATES.get(info.get("status"), "unknown")
     log = info_file.with_suffix(".out")
+    orphaned = info.get("location") == "dvc-task" and not workers  # a celery task, no worker
     if state == "running":
         if _alive(info_file.with_suffix(".pid")) is False:
-            return "dead (worker vanished)" if not workers else "dead"
-        doing = progress(log) or "starting"
-        return f"running ({doing})" if workers else f"running ({doing}; worker vanished)"
+            return "dead (worker vanished)" if orphaned else "dead"
+        return f"running ({progress(log) or 'starting'})"
     if state == "done":
         ref = info.get("result_ref")
         if ref and git_output(repo, "for-each-ref", "--format=%(objectname)", ref).strip():
             return "collected"  # finished_rows has it, with its metrics
-        return "collecting" if workers else "dead (worker vanished)"
+        return "dead (worker vanished)" if orphaned else "collecting"
     return state
 
 
