@@ -9,7 +9,7 @@ the sha256 of every file in the workspace (outputs, metrics, dvc.lock; not .git 
 with the good state. Writes `bad-inputs.json` (every case: route, command, exit status, the
 kdlab line, the files that changed) and `bad-inputs.md` (the counts), then removes the clone.
 
-An outcome is `refused` when the run exits non-zero with one `kdlab ...: error:` line, no
+An outcome is `refused` when the run exits non-zero with one `kdlab[ <stage>]: error:` line, no
 traceback, and no file changed apart from params.yaml (the user's own edit, or DVC's rewrite
 for `-S`, reported in its own column); `refused by DVC` when DVC stopped with its own one line
 before running any stage and nothing changed; `NOT CLEAN` otherwise, with the changed files.
@@ -190,7 +190,7 @@ def fault(repo: Path, what: str):
 def outcome(proc: subprocess.CompletedProcess, good: dict, after: dict) -> dict:
     out = proc.stdout + proc.stderr
     changed = sorted(k for k in set(good) | set(after) if good.get(k) != after.get(k))
-    lines = re.findall(r"^kdlab [\w ]+: error: .*$", out, re.M)
+    lines = re.findall(r"^kdlab(?: [\w ]+)?: error: .*$", out, re.M)  # the guard: `kdlab:`
     others = [c for c in changed if c != "params.yaml"]
     dvc_errors = re.findall(r"^ERROR: .*$", out, re.M)
     clean = proc.returncode != 0 and "Traceback" not in out and not others
