@@ -97,7 +97,10 @@ def acquire(root: Path, mode: str, command: str, wait_s: float | None = None) ->
 @contextlib.contextmanager
 def held(root: Path, mode: str, command: str) -> Iterator[None]:
     """The workspace for the length of a block (what a kdlab command that writes params.yaml
-    takes)."""
+    takes). Outside a DVC repository there is no run to race with: nothing is taken."""
+    if not (root / ".dvc").is_dir():
+        yield
+        return
     fd = acquire(root, mode, command)
     try:
         yield
