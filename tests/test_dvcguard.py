@@ -193,3 +193,12 @@ def test_a_valid_run_is_let_through(repo):
     proc = run(["dvc", "exp", "run", "--dry", "-S", "kd.alpha=0.3"], cwd=repo, check=False)
     assert "kdlab: error" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     restore_tracked(repo)
+
+
+def test_the_guard_validates_in_process_with_the_installed_code(repo):
+    """In the repository the environment was installed from (`make repro`), no subprocess: the
+    same refusal from `validate` itself (the clones above go through a subprocess with their
+    own src/, as their stages will)."""
+    with pytest.raises(dvcguard.Refusal, match=r"params.yaml has no key teacher.lrr \(did you"):
+        dvcguard.validate(repo, repo, ["teacher.lrr=0.1"], queued=False)
+    dvcguard.validate(repo, repo, ["kd.alpha=0.3"], queued=True)  # valid: no refusal

@@ -163,16 +163,59 @@ def inspect(words: Sequence[str], cwd: Path) -> None:
 
     command = " ".join(["dvc", *words])
     _HELD.append(acquire(root, "queue" if queued else "run", command))
+    _check_free_space(root)
+    set_params = list(args.set_param or []) if kind == "CmdExperimentsRun" else []
+    theirs = (root / "src").resolve()
+    if (theirs / "kdlab").is_dir() and theirs != Path(__file__).resolve().parents[1]:
+        _validate_with_their_code(theirs, root, cwd, set_params, queued)
+    else:
+        validate(root, cwd, set_params, queued)
 
+
+def _validate_with_their_code(src: Path, root: Path, cwd: Path, set_params, queued) -> None:
+    """`validate` with the repository's own kdlab (another clone sharing this environment, at
+    another commit, with other registries: what its stages will run with, PYTHONPATH=src)."""
+    import json
+    import subprocess
+
+    request = json.dumps([str(root), str(cwd), set_params, queued])
+    code = ("import json, sys; from kdlab.dvcguard import validate_request; "
+            "sys.exit(validate_request(sys.argv[1]))")  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run([sys.executable, "-c", code, request], cwd=cwd, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode == 2 and proc.stdout.strip():
+        raise Refusal(proc.stdout.strip())
+    if proc.returncode != 0:  # e.g. a commit from before the guard: the check stage decides
+        return
+
+
+def validate_request(request: str) -> int:
+    """The subprocess side of _validate_with_their_code: 2 and the refusal on stdout, or 0."""
+    import json
+
+    from kdlab.errors import KdlabError
+
+    root, cwd, set_params, queued = json.loads(request)
+    try:
+        validate(Path(root), Path(cwd), set_params, queued)
+    except (Refusal, KdlabError) as exc:
+        print(exc)
+        return 2
+    return 0
+
+
+def validate(root: Path, cwd: Path, set_params: Sequence[str], queued: bool) -> None:
+    """params.yaml with the `-S` values applied, each point, as the check stage would."""
     from kdlab.config import read_params_file
     from kdlab.errors import ConfigError
     from kdlab.validate import check_raw
 
-    _check_free_space(root)
-    raw = read_params_file(Path(os.path.relpath(root / "params.yaml")))
-    overrides = []
-    if kind == "CmdExperimentsRun" and args.set_param:
-        overrides = _params_overrides(root, cwd, args.set_param)
+    raw = read_params_file(Path(os.path.relpath(root / "params.yaml", cwd)))
+    overrides = _params_overrides(root, cwd, set_params) if set_params else []
     points = [[]]
     if overrides:
         try:
