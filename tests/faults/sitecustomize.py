@@ -14,36 +14,34 @@ import os
 import re
 import signal
 
-_spec = os.environ.get("KDLAB_KILL_ON_FSYNC")
-if _spec:
-    _pattern, _, _nth = _spec.rpartition("@")
-    _regex, _target, _seen = re.compile(_pattern), int(_nth), [0]
-    _real_fsync = os.fsync
+
+def _kill(fd, path):
+    os.ftruncate(fd, os.fstat(fd).st_size // 2)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _disk_full(fd, path):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def _wrap_fsync(spec, fault, repeat):
+    """os.fsync, with `fault` at the n-th fsync of a path matching the regex (and every later
+    one when `repeat`)."""
+    pattern, _, nth = spec.rpartition("@")
+    regex, target, seen, real_fsync = re.compile(pattern), int(nth), [0], os.fsync
 
     def _fsync(fd):
         path = os.readlink(f"/proc/self/fd/{fd if isinstance(fd, int) else fd.fileno()}")
-        if _regex.search(path):
-            _seen[0] += 1
-            if _seen[0] == _target:
-                size = os.fstat(fd).st_size
-                os.ftruncate(fd, size // 2)
-                os.killpg(os.getpgid(0), signal.SIGKILL)
-        return _real_fsync(fd)
+        if regex.search(path):
+            seen[0] += 1
+            if seen[0] == target or (repeat and seen[0] > target):
+                fault(fd, path)
+        return real_fsync(fd)
 
     os.fsync = _fsync
 
-_full = os.environ.get("KDLAB_ENOSPC_ON_FSYNC")
-if _full:
-    _full_pattern, _, _full_nth = _full.rpartition("@")
-    _full_regex, _full_target, _full_seen = re.compile(_full_pattern), int(_full_nth), [0]
-    _fsync_before_full = os.fsync
 
-    def _fsync_full(fd):
-        path = os.readlink(f"/proc/self/fd/{fd if isinstance(fd, int) else fd.fileno()}")
-        if _full_regex.search(path):
-            _full_seen[0] += 1
-            if _full_seen[0] >= _full_target:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        return _fsync_before_full(fd)
-
-    os.fsync = _fsync_full
+if os.environ.get("KDLAB_KILL_ON_FSYNC"):
+    _wrap_fsync(os.environ["KDLAB_KILL_ON_FSYNC"], _kill, repeat=False)
+if os.environ.get("KDLAB_ENOSPC_ON_FSYNC"):
+    _wrap_fsync(os.environ["KDLAB_ENOSPC_ON_FSYNC"], _disk_full, repeat=True)
