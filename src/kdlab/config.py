@@ -57,6 +57,13 @@ class DataConfig:
     """Base URL of a mirror of the official files, under their own names ("" = official)."""
     train_subset: int = 0
     """Train on a class-stratified subset of this many training images (fixed draw); 0 = all."""
+    time_crop: float = 1.0
+    """Sequences: each training sample is cut to a random window of at least this fraction of
+    its frames (drawn per epoch from the seed); 1 = off."""
+    scaling: float = 0.0
+    """Sequences: each training sample's values are multiplied by 1 + scaling·N(0, 1); 0 = off."""
+    jitter: float = 0.0
+    """Sequences: Gaussian noise of this std (in normalised units) on every valid frame; 0 = off."""
 
     def validate(self, path: str) -> None:
         from kdlab.data.datasets import DATASETS
@@ -67,10 +74,29 @@ class DataConfig:
                               f"file://) without spaces, got {self.mirror!r}")  # fmt: skip
         if self.crop_padding != "auto":
             check_range(f"{path}.crop_padding", self.crop_padding, 0, 64)
+        check_range(f"{path}.time_crop", self.time_crop, 0, 1, low_open=True)
+        check_range(f"{path}.scaling", self.scaling, 0, 1)
+        check_range(f"{path}.jitter", self.jitter, 0, 10)
         spec = DATASETS[self.name]
+        self.check_kind(path, spec)
         if self.train_subset != 0:
             check_range(f"{path}.train_subset", self.train_subset, spec.num_classes,
                         spec.train_size)  # fmt: skip
+
+    def check_kind(self, path: str, spec: Any) -> None:
+        """Augmentations of the other data kind are refused, not ignored."""
+        if spec.kind == "sequence":
+            for key, off in (("crop_padding", 0), ("horizontal_flip", False)):
+                if getattr(self, key) not in ("auto", off):
+                    raise ConfigError(f"{path}.{key} applies to image datasets; {self.name} is a "
+                                      f"sequence dataset: use auto (or {str(off).lower()}), or "
+                                      f"{path}.time_crop / scaling / jitter")  # fmt: skip
+        else:
+            for key, off in (("time_crop", 1.0), ("scaling", 0.0), ("jitter", 0.0)):
+                if getattr(self, key) != off:
+                    raise ConfigError(f"{path}.{key} applies to sequence datasets; {self.name} is "
+                                      f"an image dataset: leave it at {off:g}, or use "
+                                      f"{path}.crop_padding / horizontal_flip")  # fmt: skip
 
     @property
     def resolved_crop_padding(self) -> int:
@@ -87,6 +113,12 @@ class DataConfig:
         if self.horizontal_flip == "auto":
             return DATASETS[self.name].horizontal_flip
         return self.horizontal_flip
+
+
+IMAGE_KEYS = ("crop_padding", "horizontal_flip")
+"""`data:` keys that apply to image datasets only."""
+SEQUENCE_KEYS = ("time_crop", "scaling", "jitter")
+"""`data:` keys that apply to sequence datasets only."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +165,9 @@ class TrainConfig:
     def validate(self, path: str) -> None:
         from kdlab.architectures import arch_names
 
-        check_choice(f"{path}.arch", self.arch, arch_names())
+        # student.arch: none is a study of one model (kdlab.distill.spec.NO_STUDENT)
+        none = ["none"] if isinstance(self, StudentConfig) else []
+        check_choice(f"{path}.arch", self.arch, [*arch_names(), *none])
         check_range(f"{path}.epochs", self.epochs, 1, 100_000)
         check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
         check_range(f"{path}.eval_batch_size", self.eval_batch_size, 1, 1 << 20)
@@ -262,6 +296,9 @@ class AnalyzeConfig:
     """SAE training epochs over the cached activations."""
     sae_batch_size: int = 256
     """SAE minibatch size."""
+    case_studies: tuple[str, ...] = ()
+    """Sequences: classes (as the dataset writes them) whose first extracted test sample gets
+    a cross-attention-over-time figure; empty = the first sample of each of up to 4 classes."""
 
     def validate(self, path: str) -> None:
         if self.sae_layers:  # empty = no SAE; otherwise each layer once
@@ -271,6 +308,8 @@ class AnalyzeConfig:
         check_range(f"{path}.sae_l1", self.sae_l1, 0, 10)
         check_range(f"{path}.sae_epochs", self.sae_epochs, 1, 100_000)
         check_range(f"{path}.sae_batch_size", self.sae_batch_size, 1, 1 << 20)
+        if self.case_studies:
+            check_items(f"{path}.case_studies", self.case_studies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +340,13 @@ class Params:
         if isinstance(value, KDConfig):
             options = {k: dataclasses.asdict(v) for k, v in value.options.items()}
             return {"method": value.method, "alpha": value.alpha, **options}
+        if isinstance(value, DataConfig):
+            # Only the keys of the dataset's kind: the other kind's are pinned to "off" by
+            # validation, and an image model's metadata stays byte-identical to what it was.
+            from kdlab.data.datasets import DATASETS
+
+            other = SEQUENCE_KEYS if DATASETS[value.name].kind == "image" else IMAGE_KEYS
+            return {k: v for k, v in _plain(dataclasses.asdict(value)).items() if k not in other}
         if dataclasses.is_dataclass(value):
             return _plain(dataclasses.asdict(value))
         return value

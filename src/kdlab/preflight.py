@@ -108,8 +108,13 @@ def _param_count(arch: str) -> int:
     residual families, attention + MLP blocks for ViTs (biases and norms are noise here)."""
     from kdlab.architectures import get_arch
 
+    if arch == "none":  # student.arch none: a study of one model
+        return 0
     spec = get_arch(arch)
     config = spec.config
+    if spec.family == "spoter":  # attention (4 d²) and feed-forward (2 d·ff) per layer
+        layers = config["encoder_layers"] + config["decoder_layers"]
+        return layers * (4 * config["dim"] ** 2 + 2 * config["dim"] * config["ff_dim"])
     if spec.family not in ("resnet", "wrn", "vit"):  # a family added later: from its shapes
         shapes = spec.shapes(config, 100, 32)
         return sum(18 * dims[0] ** 2 if len(dims) == 3 else 12 * dims[-1] ** 2
@@ -134,18 +139,26 @@ def estimate_output_bytes(params: Params) -> dict[str, int]:
     from kdlab.distill.spec import pair_shapes
 
     spec = DATASETS[params.data.name]
-    sizes = {f"data/{params.data.name}": math.prod(spec.image_shape) * spec.train_size * 2}
+    sizes = {f"data/{params.data.name}": spec.sample_bytes * spec.train_size * 2}
     for role, cfg in (("teacher", params.teacher), ("student", params.student)):
         weights = 4 * _param_count(cfg.arch)
         sizes[f"models/{role}"] = weights * (1 + len(cfg.save_epochs) + 3)
     pair, teacher_layers, student_layers = pair_shapes(
         params.data.name, params.teacher.arch, params.student.arch
     )
-    layers = params.extract.layers or [n for n in teacher_layers if n in student_layers]
+    if pair.student is None:  # a study of one model
+        layers = params.extract.layers or list(teacher_layers)
+    else:
+        layers = params.extract.layers or [n for n in teacher_layers if n in student_layers]
     per_sample = 0
-    for info in (pair.teacher, pair.student):
+    for info in filter(None, (pair.teacher, pair.student)):
         for layer in layers:
             per_sample += math.prod(info.stages.get(layer, (info.embedding_dim,)))
+        if params.extract.attention and spec.kind == "sequence":  # (heads, Q, T) per module
+            frames = spec.sequence_shape[0]
+            per_sample += sum(heads * (frames if name.startswith("encoder.") else 1) * frames
+                              for name, heads in zip(info.stages, info.attention_heads,
+                                                     strict=True))  # fmt: skip
     itemsize = 2 if params.extract.dtype == "float16" else 4
     snapshots = 1 + (len(params.student.save_epochs) if params.extract.milestones else 0)
     sizes["data/activations"] = params.extract.n_samples * per_sample * itemsize * snapshots

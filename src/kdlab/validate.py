@@ -68,8 +68,41 @@ def check_params(params: Params) -> None:
     pair, teacher_layers, student_layers = pair_shapes(
         params.data.name, params.teacher.arch, params.student.arch
     )
-    check_methods(params, pair)
-    check_layers(params, teacher_layers, student_layers)
+    if pair.student is None:  # one model: no student, so no KD method applies or is checked
+        if params.kd.method == "ft":
+            raise ConfigError("student.arch none trains no student, and kd.method ft would "
+                              "train its paraphraser for nothing: set kd.method to any other "
+                              "method (none, logit, ...)")  # fmt: skip
+        check_single_layers(params, teacher_layers)
+    else:
+        check_methods(params, pair)
+        check_layers(params, teacher_layers, student_layers)
+    check_case_studies(params)
+
+
+def check_single_layers(params: Params, layers: tuple) -> None:
+    """A study of one model: extract.layers and analyze.sae_layers name its layers."""
+    for i, layer in enumerate(params.extract.layers):
+        if layer not in layers:
+            raise ConfigError(f"extract.layers[{i}] must be a layer of the model "
+                              f"({params.teacher.arch}): one of {', '.join(layers)}; "
+                              f"got {layer!r}")  # fmt: skip
+    extracted = list(params.extract.layers) or list(layers)
+    for i, layer in enumerate(params.analyze.sae_layers):
+        if layer not in extracted:
+            raise ConfigError(f"analyze.sae_layers[{i}] must be an extracted layer: one of "
+                              f"{', '.join(extracted)}; got {layer!r}")  # fmt: skip
+
+
+def check_case_studies(params: Params) -> None:
+    """analyze.case_studies name classes of the dataset, as its files write them."""
+    from kdlab.data.datasets import DATASETS
+
+    classes = DATASETS[params.data.name].classes
+    for i, name in enumerate(params.analyze.case_studies):
+        if classes and name not in classes:
+            raise ConfigError(f"analyze.case_studies[{i}] must be a class of {params.data.name}: "
+                              f"one of {', '.join(classes)}; got {name!r}")  # fmt: skip
 
 
 def with_overrides(raw: Mapping, overrides: tuple[tuple[str, str], ...]) -> dict:

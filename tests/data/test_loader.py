@@ -26,7 +26,7 @@ def epoch_batches(ldr: BatchLoader, epoch: int) -> list[Batch]:
 
 
 def same(a, b) -> bool:
-    return all(torch.equal(x, y) for p, q in zip(a, b, strict=True)
+    return all((x is None and y is None) or torch.equal(x, y) for p, q in zip(a, b, strict=True)
                for x, y in zip(p, q, strict=True))  # fmt: skip
 
 
@@ -50,7 +50,7 @@ def test_every_epoch_is_a_permutation_without_repeats():
     ldr.set_epoch(5)
     order, _, _ = ldr.epoch_plan()
     assert sorted(order.tolist()) == list(range(40))
-    for _images, labels, _indices in ldr:
+    for _images, labels, _indices, _mask in ldr:
         labels_seen.append(labels)
     assert len(labels_seen) == 5  # 40 // 8 full batches, none dropped here
 
@@ -73,7 +73,7 @@ def test_batch_augmentation_equals_per_sample_reference():
     ldr = loader(split, batch_size=16, crop_padding=2)
     ldr.set_epoch(7)
     order, offsets, flips = ldr.epoch_plan()
-    (images, labels, indices), = list(ldr)  # fmt: skip
+    (images, labels, indices, _mask), = list(ldr)  # fmt: skip
     assert torch.equal(indices, order)
     for row, idx in enumerate(order.tolist()):
         expected = (
@@ -94,11 +94,11 @@ def test_no_flip_when_disabled_and_no_augmentation_in_eval():
     ldr = loader(split, batch_size=16, crop_padding=0, horizontal_flip=False)
     ldr.set_epoch(0)
     order, _, _ = ldr.epoch_plan()
-    (images, _, _), = list(ldr)  # fmt: skip
+    (images, _, _, _), = list(ldr)  # fmt: skip
     expected = split.images[order].float() * ldr.scale + ldr.shift
     assert torch.allclose(images, expected, atol=1e-6)
     ev = loader(split, train=False, batch_size=16)
-    (images, labels, indices), = list(ev)  # fmt: skip
+    (images, labels, indices, _mask), = list(ev)  # fmt: skip
     assert torch.equal(labels, split.labels) and torch.equal(indices, torch.arange(16))
     assert torch.allclose(images, split.images.float() * ev.scale + ev.shift, atol=1e-6)
 
@@ -118,7 +118,7 @@ def test_epoch_generator_depends_only_on_seed_and_epoch():
 def test_normalised_digits_have_zero_mean_unit_std(digits_dir):
     data = load_dataset(digits_dir)
     ev = BatchLoader(data.train, 4096, data.meta["mean"], data.meta["std"], train=False)
-    (images, _, _), = list(ev)  # fmt: skip
+    (images, _, _, _), = list(ev)  # fmt: skip
     assert images.shape == (1437, 1, 8, 8)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert images.mean().item() == pytest.approx(0.0, abs=1e-5)

@@ -60,7 +60,7 @@ def test_memmap_round_trip_is_exact(tmp_path, dtype):
     assert meta["indices"] == indices.tolist()
     assert meta["arrays"]["teacher/stage3"]["shape"] == [25, 64, 2, 2]
     assert np.array_equal(cache.labels, split.labels[indices].numpy())
-    (images, _, _), = list(BatchLoader(Split(split.images[indices], split.labels[indices]), 100,
+    (images, _, _, _), = list(BatchLoader(Split(split.images[indices], split.labels[indices]), 100,
                                     [0.5], [0.25], train=False))  # fmt: skip
     for name, model in (("teacher", teacher), ("student", student)):
         with torch.no_grad():

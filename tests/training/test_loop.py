@@ -99,7 +99,7 @@ def test_fitnets_hint_pretraining_fits_the_hint_before_kd(digits_dir):
     state = TrainState(student, distiller, optimizer, make_scheduler(optimizer, params.student))
     loader = BatchLoader(data.train, 128, data.meta["mean"], data.meta["std"], train=True, seed=0)
     test_x = BatchLoader(data.test, 360, data.meta["mean"], data.meta["std"], train=False)
-    (images, _, _), = list(test_x)  # fmt: skip
+    (images, _, _, _), = list(test_x)  # fmt: skip
 
     def hint_loss() -> float:
         student.eval(), distiller.eval()

@@ -42,19 +42,23 @@ class ArchSpec:
     """The builder in kdlab.models (`register_family`) that makes this network from `config`."""
     config: Mapping[str, Any]
     """The family's constructor arguments (depth, widths, ...)."""
-    shapes: Callable[[Mapping[str, Any], int, int], ShapeInfo]
-    """(config, num_classes, image_size) -> ShapeInfo; raise ConfigError for an unusable size."""
+    shapes: Callable[[Mapping[str, Any], int, Any], ShapeInfo]
+    """(config, num_classes, input_size) -> ShapeInfo, input_size being the image side (image
+    families) or (T_max, C) (sequence families); raise ConfigError for an unusable size."""
+    kind: str = "image"
+    """The data kind it reads: `image` (B, C, H, W) or `sequence` (B, T, C) + padding mask."""
 
 
 ARCHS: dict[str, ArchSpec] = {}
 
 
 def register_arch(name: str, family: str, config: Mapping[str, Any],
-                  shapes: Callable[[Mapping[str, Any], int, int], ShapeInfo]) -> None:  # fmt: skip
+                  shapes: Callable[[Mapping[str, Any], int, Any], ShapeInfo],
+                  kind: str = "image") -> None:  # fmt: skip
     """Called by kdlab/architectures/<family>.py: `<role>.arch: <name>` exists."""
     if name in ARCHS:
         raise RuntimeError(f"architecture {name!r} registered twice")
-    ARCHS[name] = ArchSpec(name, family, dict(config), shapes)
+    ARCHS[name] = ArchSpec(name, family, dict(config), shapes, kind)
 
 
 @functools.cache
@@ -80,8 +84,23 @@ def get_arch(arch: str) -> ArchSpec:
     return archs[arch]
 
 
-def feature_shapes(arch: str, num_classes: int, image_size: int) -> ShapeInfo:
-    """`arch`'s stage, embedding and logit shapes on square images of `image_size` pixels."""
+def arch_names_for(kind: str) -> list[str]:
+    """The architectures that read data of `kind` (image, sequence)."""
+    return [name for name, spec in load_archs().items() if spec.kind == kind]
+
+
+def check_arch_kind(path: str, arch: str, kind: str, dataset: str) -> None:
+    """`arch` must read data of the dataset's kind: one line naming the ones that do."""
+    spec = get_arch(arch)
+    if spec.kind != kind:
+        raise ConfigError(f"{path} {arch} is a{'n' if spec.kind == 'image' else ''} {spec.kind} "
+                          f"model and {dataset} is a{'n' if kind == 'image' else ''} {kind} "
+                          f"dataset: use one of {', '.join(arch_names_for(kind))}")  # fmt: skip
+
+
+def feature_shapes(arch: str, num_classes: int, image_size: Any) -> ShapeInfo:
+    """`arch`'s stage, embedding and logit shapes on square images of `image_size` pixels (or,
+    for a sequence model, on sequences of `image_size` = (T_max, C))."""
     spec = get_arch(arch)
     return spec.shapes(spec.config, num_classes, image_size)
 

@@ -124,7 +124,7 @@ def train_paraphraser(
     for epoch in progress(range(params.paraphraser_epochs)):
         loader.set_epoch(epoch, Stream.PARAPHRASER)
         total, batches = torch.zeros((), device=device), 0
-        for images, _labels, _indices in loader:
+        for images, _labels, _indices, _mask in loader:
             with torch.no_grad():
                 target = teacher.forward_features(images).stages[LAYER].float()
             if paraphraser is None:

@@ -22,6 +22,10 @@ from kdlab.architectures import ShapeInfo, feature_shapes, layer_names
 from kdlab.errors import ConfigError
 
 
+NO_STUDENT = "none"
+"""`student.arch: none`: a study of one model (the `teacher` stage's), no student, no KD."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PairInfo:
     """What a method may adapt to: the feature shapes of both networks, and prepared artefacts."""
@@ -35,10 +39,14 @@ class PairInfo:
 
     @classmethod
     def probe(cls, student, teacher, image_shape, artifacts=None, train_size=0) -> PairInfo:
-        """Read two built networks' feature shapes on images of `image_shape` (H, W, C)."""
+        """Read two built networks' feature shapes on images of `image_shape` (H, W, C), or on
+        sequences of `image_shape` (T_max, C)."""
         from kdlab.models.base import probe_shapes  # torch: the networks exist already
 
-        height, width, channels = image_shape
+        if len(image_shape) == 2:
+            (height, channels), width = image_shape, None
+        else:
+            height, width, channels = image_shape
         return cls(
             student=probe_shapes(student, channels, height, width),
             teacher=probe_shapes(teacher, channels, height, width),
@@ -75,14 +83,19 @@ def register_spec(name: str, params_cls: type | None = None,
 def pair_shapes(
     dataset: str, teacher_arch: str, student_arch: str
 ) -> tuple[PairInfo, tuple, tuple]:
-    """Both networks' shapes on the dataset's images, and their extractable layers (teacher,
-    student), computed (kdlab.architectures), not probed."""
+    """Both networks' shapes on the dataset's images (or sequences), and their extractable
+    layers (teacher, student), computed (kdlab.architectures), not probed. With
+    `student.arch: none` (a study of one model) the student's are None and ()."""
+    from kdlab.architectures import check_arch_kind
     from kdlab.data.datasets import DATASETS
 
     spec = DATASETS[dataset]
-    height = spec.image_shape[0]
-    teacher, student = (feature_shapes(arch, spec.num_classes, height)
-                        for arch in (teacher_arch, student_arch))  # fmt: skip
+    check_arch_kind("teacher.arch", teacher_arch, spec.kind, dataset)
+    teacher = feature_shapes(teacher_arch, spec.num_classes, spec.input_size)
+    if student_arch == NO_STUDENT:
+        return PairInfo(None, teacher), layer_names(teacher), ()
+    check_arch_kind("student.arch", student_arch, spec.kind, dataset)
+    student = feature_shapes(student_arch, spec.num_classes, spec.input_size)
     return PairInfo(student, teacher), layer_names(teacher), layer_names(student)
 
 

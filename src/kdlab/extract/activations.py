@@ -6,7 +6,11 @@ Layout of an activation cache directory:
                                       epoch, layers), arrays (file, shape, dtype)
     indices.npy  labels.npy           the test-split samples (drawn once from the seed)
     <model>__<layer>.npy              (N, ...) float32/float16, e.g. teacher__stage3.npy
-    <model>__attn__<module>.npy       (N, heads, T, T) attention weights (models with MHA)
+    <model>__attn__<module>.npy       (N, heads, T, T) attention weights (models with MHA);
+                                      sequences: (N, heads, Q, T_max), Q = T_max for encoder
+                                      self-attention, 1 for the class query's cross-attention
+    lengths.npy                       sequences only: valid frames of each sample (N,); every
+                                      measure reads only the valid part (padded keys hold 0)
     test_labels.npy                   labels of the whole test split
     logits__<role>.npy                (test size, classes) float32 logits of the final teacher
                                       and student on the whole test split (fidelity, ECE)
@@ -109,8 +113,8 @@ def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], n
         attn = stack.enter_context(capture_attention(model)) if attention else {}
         batches = bar(loader, f"extract {name}", total=len(loader), unit="img",
                       scale=loader.batch_size)  # fmt: skip
-        for images, _labels, _indices in batches:
-            model(images)
+        for images, _labels, _indices, mask in batches:
+            model(images, mask)
             for layer in layers:
                 writer.write(f"{name}/{layer}", start, acts[layer])
             for module, weights in attn.items():
@@ -123,8 +127,8 @@ def test_logits(model: FeatureModel, loader: BatchLoader, role: str, writer: _Ar
     """`model`'s float32 logits on every image of `loader`, as `logits/<role>`."""
     model.eval()
     start = 0
-    for images, _labels, _indices in loader:
-        logits = model(images)
+    for images, _labels, _indices, mask in loader:
+        logits = model(images, mask)
         writer.write(f"logits/{role}", start, logits)
         start += len(images)
 
@@ -140,10 +144,11 @@ def extract_all(
     dtype: str = "float32",
     batch_size: int = 256,
     attention: bool = True,
+    classes: list[str] | None = None,
 ) -> dict:
     """Extract every model's layers on split[indices] into `out_dir` (atomically); metadata."""
     idx = torch.as_tensor(indices, device=split.images.device)
-    sample = Split(split.images[idx], split.labels[idx])
+    sample = split.take(idx)
     loader = BatchLoader(sample, batch_size, mean, std, train=False)
     with atomic_directory(out_dir) as tmp_dir:
         writer = _ArrayWriter(tmp_dir, len(indices), dtype)
@@ -157,17 +162,23 @@ def extract_all(
         whole = _ArrayWriter(tmp_dir, len(split), "float32")
         full_loader = BatchLoader(split, batch_size, mean, std, train=False)
         for role in ("teacher", "student"):
-            if role in models:
+            if role in models:  # a study of one model has no student
                 test_logits(models[role][0], full_loader, role, whole)
         arrays.update(whole.close())
         np.save(tmp_dir / "indices.npy", np.asarray(indices, dtype=np.int64))
         np.save(tmp_dir / "labels.npy", sample.labels.cpu().numpy())
         np.save(tmp_dir / "test_labels.npy", split.labels.cpu().numpy())
+        files = ["indices.npy", "labels.npy", "test_labels.npy"]
+        if sample.lengths is not None:
+            np.save(tmp_dir / "lengths.npy", sample.lengths.cpu().numpy())
+            files.append("lengths.npy")
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
                     "test_size": len(split), "indices": [int(i) for i in indices],
                     "models": model_info, "arrays": arrays,
-                    "files_sha256": {name: sha256_file(tmp_dir / name) for name in
-                                     ("indices.npy", "labels.npy", "test_labels.npy")}}  # fmt: skip
+                    "files_sha256": {name: sha256_file(tmp_dir / name) for name in files}}  # fmt: skip
+        if sample.lengths is not None:  # an image cache's metadata stays as it always was
+            metadata["kind"] = "sequence"
+            metadata["classes"] = list(classes or [])  # case studies are named by class
         metadata[META_CHECKSUM] = metadata_checksum(metadata)
         (tmp_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata
@@ -211,6 +222,10 @@ class ActivationCache:
         self.meta = read_metadata(meta_path)
         self.labels = self._load("labels.npy", self.meta["files_sha256"]["labels.npy"])
         self.indices = self._load("indices.npy", self.meta["files_sha256"]["indices.npy"])
+        self.kind = self.meta.get("kind", "image")
+        self.lengths = None  # (N,) valid frames of each sequence
+        if self.kind == "sequence":
+            self.lengths = self._load("lengths.npy", self.meta["files_sha256"]["lengths.npy"])
         self._verified: dict[str, np.ndarray] = {}
 
     def _load(self, filename: str, sha256: str, mmap_mode: str | None = None) -> np.ndarray:
@@ -243,7 +258,8 @@ class ActivationCache:
         return list(self.meta["models"])
 
     def layers(self, model: str) -> list[str]:
-        return list(self.meta["models"][model]["layers"])
+        """`model`'s extracted layers; none for a model not in the cache (no student)."""
+        return list(self.meta["models"].get(model, {}).get("layers", []))
 
     def attention_modules(self, model: str) -> list[str]:
         prefix = f"{model}/attn/"

@@ -42,7 +42,9 @@ class FeatureModel(nn.Module):
     extras: frozenset[str] = frozenset()
     """Extra outputs `forward_features` adds to Features.extras (set by the KD method's setup)."""
 
-    def forward_features(self, x: torch.Tensor) -> Features:
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Features:
+        """`mask` (B, T), True at padded frames: a sequence batch's padding (None for images,
+        which image networks ignore)."""
         raise NotImplementedError
 
     def stage_modules(self) -> dict[str, nn.Module]:
@@ -61,8 +63,8 @@ class FeatureModel(nn.Module):
     def embedding_hook(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x).logits
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_features(x, mask).logits
 
 
 class StagedConvNet(FeatureModel):
@@ -99,7 +101,7 @@ class StagedConvNet(FeatureModel):
     def embedding_hook(self):
         return self.pool, lambda pooled: pooled
 
-    def forward_features(self, x: torch.Tensor) -> Features:
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Features:
         out = self.stem(x)
         stages = {}
         for name in self.stage_names:
@@ -109,13 +111,19 @@ class StagedConvNet(FeatureModel):
         return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))
 
 
-def probe_shapes(model: FeatureModel, in_channels: int, height: int, width: int) -> ShapeInfo:
-    """Run one tiny forward pass (eval mode, no grad) to read the model's feature shapes."""
+def probe_shapes(model: FeatureModel, in_channels: int, height: int,
+                 width: int | None = None) -> ShapeInfo:  # fmt: skip
+    """Run one tiny forward pass (eval mode, no grad) to read the model's feature shapes:
+    on images (in_channels, height, width), or, without `width`, on sequences of `height`
+    frames of `in_channels` values."""
     was_training = model.training
     param = next(model.parameters())
     model.eval()
     with torch.no_grad():
-        x = torch.zeros(2, in_channels, height, width, device=param.device, dtype=param.dtype)
+        if width is None:
+            x = torch.zeros(2, height, in_channels, device=param.device, dtype=param.dtype)
+        else:
+            x = torch.zeros(2, in_channels, height, width, device=param.device, dtype=param.dtype)
         feats = model.forward_features(x)
     model.train(was_training)
     heads = tuple(m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention))

@@ -43,7 +43,7 @@ class ViT(FeatureModel):
     def embedding_hook(self):
         return self.vit.encoder.ln, lambda tokens: tokens[:, 0]  # the class token after the LN
 
-    def forward_features(self, x: torch.Tensor) -> Features:
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Features:
         tokens = self.vit._process_input(x)  # (B, P, D) patch embeddings
         cls = self.vit.class_token.expand(len(tokens), -1, -1)
         out = torch.cat([cls, tokens], dim=1) + self.vit.encoder.pos_embedding

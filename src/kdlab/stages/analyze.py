@@ -31,7 +31,10 @@ def body(run: StageRun) -> None:
 
     args, params, device = run.args, run.params, run.device
     cache = ActivationCache(args.activations)
-    cache.check_fresh({"teacher": args.teacher, "student": args.student})
+    models = {"teacher": args.teacher}
+    if params.student.arch != "none":  # a study of one model: the teacher stage's alone
+        models["student"] = args.student
+    cache.check_fresh(models)
     result = analyze_cache(cache, params.analyze, params.seed, device)
     # Each output whole or not at all (a stale figure of an earlier run never survives), and
     # the metrics, which `dvc exp show` reads, last.

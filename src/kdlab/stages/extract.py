@@ -38,10 +38,9 @@ def body(run: StageRun) -> None:
     args, params, device = run.args, run.params, run.device
     cfg = params.extract
     dataset = load_dataset(args.data)
-    checkpoints = {
-        **model_checkpoints("teacher", args.teacher_dir, cfg.milestones),
-        **model_checkpoints("student", args.student_dir, cfg.milestones),
-    }
+    checkpoints = model_checkpoints("teacher", args.teacher_dir, cfg.milestones)
+    if params.student.arch != "none":  # a study of one model: the teacher stage's alone
+        checkpoints |= model_checkpoints("student", args.student_dir, cfg.milestones)
     models = {}
     for name, path in checkpoints.items():
         model, payload = load_model(path, device)
@@ -54,6 +53,7 @@ def body(run: StageRun) -> None:
     meta = extract_all(
         models, dataset.test.to(device), dataset.meta["mean"], dataset.meta["std"], indices,
         list(cfg.layers) or None, args.out, cfg.dtype, cfg.batch_size, cfg.attention,
+        dataset.meta["classes"],
     )  # fmt: skip
     log.info("wrote %d arrays to %s", len(meta["arrays"]), args.out)
 

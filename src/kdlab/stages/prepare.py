@@ -25,7 +25,8 @@ def body(run: StageRun) -> None:
     log.info("preparing dataset %s into %s", params.data.name, args.out)
     meta = prepare_dataset(params.data.name, args.out, args.downloads, params.data.mirror,
                            params.data.train_subset)  # fmt: skip
-    log.info("wrote %s: %s images, shape %s", args.out, meta["splits"], meta["image_shape"])
+    shape = meta.get("image_shape") or meta["sequence_shape"]  # (H, W, C) or (T_max, C)
+    log.info("wrote %s: %s samples, shape %s", args.out, meta["splits"], shape)
 
 
 def main(argv=None) -> int:

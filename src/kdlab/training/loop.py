@@ -80,7 +80,8 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool) -> Features:
+def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool,
+                    mask: torch.Tensor | None = None) -> Features:  # fmt: skip
     """The frozen teacher's forward, without autograd.
 
     Eagerly it runs under `inference_mode` (no version counters, no autograd records) and its
@@ -90,9 +91,9 @@ def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool
     """
     if not inference:
         with torch.no_grad():
-            return teacher.forward_features(images)
+            return teacher.forward_features(images, mask)
     with torch.inference_mode():
-        features = teacher.forward_features(images)
+        features = teacher.forward_features(images, mask)
     return Features(
         stages={name: t.clone() for name, t in features.stages.items()},
         embedding=features.embedding.clone(),
@@ -106,20 +107,21 @@ class StepFunctions:
     """The forward of a training step and of evaluation, eager or compiled; built once per run.
 
     `train(batch)` returns (loss to backpropagate, per-batch sums (4,): loss·B, CE·B, KD·B,
-    correct); `evaluate(images)` returns logits.
+    correct); `evaluate(images, mask)` returns logits (mask: a sequence batch's padding).
     """
 
     train: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
-    evaluate: Callable[[torch.Tensor], torch.Tensor]
+    evaluate: Callable[..., torch.Tensor]
     compiled: bool = False
 
 
 def make_eval_forward(model: nn.Module, device: torch.device):
-    """images -> float32 logits, under autocast (what evaluation computes per batch)."""
+    """images (and a sequence batch's padding mask) -> float32 logits, under autocast (what
+    evaluation computes per batch)."""
 
-    def eval_forward(images: torch.Tensor) -> torch.Tensor:
+    def eval_forward(images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         with autocast(device):
-            return model(images).float()
+            return model(images, mask).float()
 
     return eval_forward
 
@@ -129,10 +131,11 @@ def make_step_functions(
 ) -> StepFunctions:
     def train_forward(batch: Batch):
         with autocast(device):
-            student = state.model.forward_features(batch.images)
+            student = state.model.forward_features(batch.images, batch.mask)
             teacher = None
             if state.distiller.needs_teacher:
-                teacher = frozen_features(loss_setup.teacher, batch.images, inference=not compile)
+                teacher = frozen_features(loss_setup.teacher, batch.images, not compile,
+                                          batch.mask)  # fmt: skip
             terms = student_loss(
                 state.distiller, loss_setup.alpha, student, teacher, batch,
                 loss_setup.label_smoothing,
@@ -202,11 +205,11 @@ def pretrain_student(
     )  # fmt: skip
     for epoch in range(state.distiller.pretraining_epochs()):
         loader.set_epoch(epoch, Stream.PRETRAIN)
-        for images, _labels, _indices in loader:
+        for batch in loader:
             stop.check()
             with autocast(device):
-                student = state.model.forward_features(images)
-                teacher = frozen_features(loss_setup.teacher, images, inference=True)
+                student = state.model.forward_features(batch.images, batch.mask)
+                teacher = frozen_features(loss_setup.teacher, batch.images, True, batch.mask)
                 loss = state.distiller.pretrain_loss(student, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,15 +224,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Plain cross-entropy (no smoothing) and accuracy on a split, without autograd.
 
-    `forward` (images -> float logits) defaults to the model itself under autocast.
+    `forward` (images, mask -> float logits) defaults to the model itself under autocast.
     """
     forward = forward or make_eval_forward(model, device)
     model.eval()
     sums = torch.zeros(2, device=device)
     seen = 0
     with torch.inference_mode():
-        for images, labels, _indices in loader:
-            logits = forward(images)
+        for images, labels, _indices, mask in loader:
+            logits = forward(images, mask)
             sums[0] += F.cross_entropy(logits, labels, reduction="sum")
             sums[1] += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]

@@ -267,6 +267,9 @@ def make_loaders(cfg: TrainConfig, params: Params, dataset: Dataset, device: tor
         seed=params.seed,
         crop_padding=params.data.resolved_crop_padding,
         horizontal_flip=params.data.resolved_horizontal_flip,
+        time_crop=params.data.time_crop,
+        scaling=params.data.scaling,
+        jitter=params.data.jitter,
     )
     test = BatchLoader(dataset.test.to(device), cfg.eval_batch_size, mean, std, train=False)
     return train, test

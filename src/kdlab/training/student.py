@@ -38,7 +38,7 @@ def student_setup(
         if teacher_path is None:
             raise ConfigError(f"kd.method {method} needs a teacher checkpoint")
         teacher, teacher_sha = load_frozen_teacher(teacher_path, device)
-        pair = PairInfo.probe(model, teacher, dataset.meta["image_shape"], artifacts,
+        pair = PairInfo.probe(model, teacher, dataset.input_shape, artifacts,
                               train_size=len(dataset.train))  # fmt: skip
         inputs = {name: sha256_file(path) for name, path in sorted(artifacts.items())}
         inputs["teacher"] = teacher_sha

@@ -99,6 +99,8 @@ OVER_TRAINING = {"entropy": "attention entropy (nats)",
 
 @register_measure("attention", "run")
 def attention(inputs: Inputs) -> Output:
+    if inputs.cache.kind == "sequence":  # no patch grid: kdlab.analysis.measures.sequence
+        return Output()
     maps = {role: attention_maps(inputs, role) for role in ("teacher", "student")}
     if not any(maps.values()):
         return Output()  # no nn.MultiheadAttention in either network

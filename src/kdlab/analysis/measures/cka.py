@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 @register_measure("cka", "run")
 def cka(inputs: Inputs) -> Output:
     t_layers, s_layers = inputs.layers("teacher"), inputs.layers("student")
+    if not s_layers:  # a study of one model: nothing to compare it with
+        return Output()
     log.info("CKA: %d teacher × %d student layers", len(t_layers), len(s_layers))
     t_names, s_names, matrix = cka_matrix(
         {layer: inputs.acts["teacher", layer] for layer in t_layers},
@@ -34,6 +36,8 @@ def cka(inputs: Inputs) -> Output:
 def cka_over_training(inputs: Inputs) -> Output:
     """CKA of the final teacher with the student at each milestone (and at the end)."""
     cache, layers = inputs.cache, inputs.shared
+    if "student" not in cache.models():  # a study of one model
+        return Output()
     grams_t = {layer: gram_linear(inputs.acts["teacher", layer]) for layer in layers}
     names = [m for m in cache.models() if re.fullmatch(r"student@epoch_\d+", m)] + ["student"]
     final_epoch = int(cache.meta["models"]["student"].get("epoch", 0))

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 @register_measure("fidelity", "run")
 def fidelity(inputs: Inputs) -> Output:
     cache = inputs.cache
+    if "student" not in cache.models():  # a study of one model: no agreement to measure
+        return Output()
     metrics = fidelity_metrics(cache.test_logits("teacher"), cache.test_logits("student"),
                                cache.test_labels())  # fmt: skip
     agreement, kl = metrics["fidelity/top1_agreement"], metrics["fidelity/kl_teacher_student"]

@@ -10,6 +10,8 @@ from kdlab.analysis.measures import Inputs, Output, register_measure
 @register_measure("layers", "run", order=1)
 def layers(inputs: Inputs) -> Output:
     m = inputs.metrics
+    if not inputs.shared:  # a study of one model: no teacher–student comparison
+        return Output()
     rows = [{"layer": layer, "cka": m[f"cka/{layer}"],
              **{f"{name}_{role}": m[f"{name}/{role}/{layer}"] for name in ("effdim", "fisher")
                 for role in ("teacher", "student")}}

@@ -30,20 +30,23 @@ def sae(inputs: Inputs) -> Output:
     sae_cfg = SAEConfig(expansion=cfg.sae_expansion, l1=cfg.sae_l1, epochs=cfg.sae_epochs,
                         batch_size=cfg.sae_batch_size)  # fmt: skip
     metrics = {}
+    # Both networks, or the one model of a study without a student.
+    roles = [role for role in ("teacher", "student") if inputs.layers(role)]
+    valid = inputs.shared if len(roles) == 2 else inputs.layers("teacher")
     for layer in cfg.sae_layers:
-        if layer not in inputs.shared:  # kdlab check refuses this first; never drop it silently
+        if layer not in valid:  # kdlab check refuses this first; never drop it silently
             raise ConfigError(
-                f"analyze.sae_layers names {layer!r}, which is not an extracted layer of both "
-                f"networks; one of {', '.join(inputs.shared)}"
+                f"analyze.sae_layers names {layer!r}, which is not an extracted layer of "
+                f"{'both networks' if len(roles) == 2 else 'the model'}; one of {', '.join(valid)}"
             )
         codes = {}
-        for role in ("teacher", "student"):
+        for role in roles:
             samples = as_samples(inputs.acts[role, layer]).float()
             log.info("SAE on %s/%s: %d samples × %d dims", role, layer, *samples.shape)
             model, scale = train_sae(samples, sae_cfg, inputs.seed)
             stats, codes[role] = sae_stats(model, samples, scale, sae_cfg.dense_threshold)
             metrics.update({f"sae/{role}/{layer}/{k}": v for k, v in stats.items()})
-        if len(codes["teacher"]) == len(codes["student"]):
+        if len(roles) == 2 and len(codes["teacher"]) == len(codes["student"]):
             metrics[f"sae/{layer}/dict_match"] = dictionary_match(
                 codes["teacher"], codes["student"]
             )
