@@ -21,7 +21,6 @@ from typing import Any
 from kdlab.architectures import ShapeInfo, feature_shapes, layer_names
 from kdlab.errors import ConfigError
 
-
 NO_STUDENT = "none"
 """`student.arch: none`: a study of one model (the `teacher` stage's), no student, no KD."""
 

@@ -175,7 +175,7 @@ def extract_all(
         metadata = {"format": FORMAT, "split": "test", "n": len(indices), "dtype": dtype,
                     "test_size": len(split), "indices": [int(i) for i in indices],
                     "models": model_info, "arrays": arrays,
-                    "files_sha256": {name: sha256_file(tmp_dir / name) for name in files}}  # fmt: skip
+                    "files_sha256": {n: sha256_file(tmp_dir / n) for n in files}}  # fmt: skip
         if sample.lengths is not None:  # an image cache's metadata stays as it always was
             metadata["kind"] = "sequence"
             metadata["classes"] = list(classes or [])  # case studies are named by class
