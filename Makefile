@@ -14,14 +14,21 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV_BIN := $(CURDIR)/.venv/bin
 # Stages run `python -m kdlab...`: the venv must come first on PATH.
 RUN := PATH="$(VENV_BIN):$$PATH"
+UEA_MIRROR := $(CURDIR)/.tools/uea
 
 .PHONY: repro test lint format install clean-env
 
 repro: install
 	$(RUN) dvc repro
 
-test: install
-	$(RUN) python -m pytest $(PYTEST_ARGS)
+test: install $(UEA_MIRROR)/.done
+	KDLAB_UEA_MIRROR=$(UEA_MIRROR) $(RUN) python -m pytest $(PYTEST_ARGS)
+
+# The UEA/UCR .ts files the sequence datasets' tests read, from the aeon wheel on PyPI (no
+# dataset download at test time; kdlab does not depend on aeon).
+$(UEA_MIRROR)/.done: tests/fixtures/uea_mirror.py
+	$(PYTHON) tests/fixtures/uea_mirror.py $(UEA_MIRROR)
+	touch $@
 
 lint: install
 	$(RUN) ruff check .

@@ -146,3 +146,13 @@ def bare_python(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("bare") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     return venv / "bin" / "python"
+
+
+def uea_mirror() -> Path:
+    """The UEA/UCR .ts files (tests/fixtures/uea_mirror.py, which `make test` runs); a missing
+    mirror fails the test that needs it, with the command that makes it."""
+    path = Path(os.environ.get("KDLAB_UEA_MIRROR", REPO_ROOT / ".tools" / "uea"))
+    if not (path / "JapaneseVowels_TRAIN.ts").is_file():
+        raise AssertionError(f"no UEA .ts files in {path}: run `python "
+                             f"tests/fixtures/uea_mirror.py {path}` (make test does)")  # fmt: skip
+    return path
