@@ -102,7 +102,14 @@ def test_invalid_params_then_dvc_repro_leaves_everything(repo, key, guarded):
                                       ["analyze.sae_layers=[stage9]"], ["kd.alpha=nan"],
                                       ["kd.alpha=.nan"], ["teacher.lr=nan"], ["student.lr=-.inf"],
                                       ["kd.method=at", "kd.at.stages=[]"],
-                                      ["slurm.partition='bad partition;rm -rf'"]])  # fmt: skip
+                                      ["slurm.partition='bad partition;rm -rf'"],
+                                      ["data.jitter=0.1"], ["teacher.arch=spoter_small"],
+                                      ["student.arch=none", "kd.method=ft"],
+                                      ["data.name=seq_motifs", "teacher.arch=spoter_small",
+                                       "student.arch=none", "analyze.case_studies=[nope]"],
+                                      ["data.name=seq_motifs", "data.crop_padding=2",
+                                       "teacher.arch=spoter_small",
+                                       "student.arch=none"]])  # fmt: skip
 def test_invalid_exp_run_set_param_leaves_everything(repo, settings):
     before = outputs(repo)
     sets = [arg for setting in settings for arg in ("-S", setting)]

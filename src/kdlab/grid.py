@@ -285,8 +285,12 @@ def _points(grid: GridConfig, scopes: Sequence[str]) -> list[tuple[tuple, tuple]
     return points
 
 
-def plan_grid(grid: GridConfig) -> list[Experiment]:
-    """Every experiment of the grid: teachers, then baselines, then KD students."""
+def plan_grid(grid: GridConfig, one_model: bool = False) -> list[Experiment]:
+    """Every experiment of the grid: teachers, then baselines, then KD students. With
+    `one_model` (`student.arch: none`), one whole-pipeline experiment per dataset × seed ×
+    teacher axes, named `<dataset>-model[-<axes>]-s<seed>`, and nothing else."""
+    if one_model:
+        return plan_one_model(grid)
     teachers, baselines, students = [], [], []
     for dataset in grid.datasets:
         for t_over, t_tokens in _points(grid, ["teacher"]):
@@ -310,6 +314,27 @@ def plan_grid(grid: GridConfig) -> list[Experiment]:
     return teachers + baselines + students
 
 
+def plan_one_model(grid: GridConfig) -> list[Experiment]:
+    if grid.methods or grid.baseline:
+        raise ConfigError("student.arch none trains no student: set grid.methods to [] and "
+                          "grid.baseline to false (the grid is then one experiment per dataset, "
+                          "seed and axis point)")  # fmt: skip
+    models = []
+    for dataset in grid.datasets:
+        for t_over, t_tokens in _points(grid, ["teacher"]):
+            for seed in grid.seeds:
+                overrides = (("data.name", dataset), ("seed", str(seed)), *t_over)
+                name = "-".join([dataset, "model", *t_tokens, f"s{seed}"])
+                models.append(Experiment(name, "model", overrides))
+    return models
+
+
+def is_one_model(raw: Any) -> bool:
+    """params.yaml (parsed) describes a study of one model: `student.arch: none`."""
+    student = raw.get("student") if isinstance(raw, dict) else None
+    return isinstance(student, dict) and student.get("arch") == "none"
+
+
 def load_grid_plan(params_path: Path) -> list[Experiment]:
     """Read params.yaml, validate it, its `grid:` section and every grid point (as each
     experiment would run), and plan the grid. Nothing is planned if one point is invalid."""
@@ -318,7 +343,7 @@ def load_grid_plan(params_path: Path) -> list[Experiment]:
     params = check_file(params_path)
     if "grid" not in params.extra:
         raise ConfigError(f"{params_path} has no grid: section (datasets, methods, alphas, seeds)")
-    return plan_grid(load_grid(params.extra["grid"]))
+    return plan_grid(load_grid(params.extra["grid"]), params.student.arch == "none")
 
 
 # ----------------------------------------------------------------------------------------------

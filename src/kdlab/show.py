@@ -139,11 +139,19 @@ def _get(tree: dict, *path: str) -> Any:
     return tree
 
 
+def trains_one_model(name: str, params: dict) -> bool:
+    """A grid's teacher experiment, or a study of one model (`student.arch: none`): the
+    teacher stage's network is all it trains, its metrics are the teacher's."""
+    from kdlab.grid import is_teacher_experiment
+
+    return is_teacher_experiment(name) or _get(params, "student", "arch") == "none"
+
+
 def describe(name: str, state: str, params: dict, baseline: str) -> Row:
     """A row's identity columns from the experiment's params.yaml."""
     from kdlab.grid import is_teacher_experiment
 
-    teacher = is_teacher_experiment(name)
+    teacher = trains_one_model(name, params)
     method = "" if teacher else str(_get(params, "kd", "method") or "")
     flat = flatten(params)
     alpha = _get(params, "kd", "alpha")
@@ -151,7 +159,7 @@ def describe(name: str, state: str, params: dict, baseline: str) -> Row:
         name=name, state=state, dataset=str(_get(params, "data", "name") or ""),
         pair=(f"{_get(params, 'teacher', 'arch')}" if teacher else
               f"{_get(params, 'teacher', 'arch')}→{_get(params, 'student', 'arch')}"),
-        method="teacher" if teacher else method,
+        method=("teacher" if is_teacher_experiment(name) else "one model") if teacher else method,
         alpha=float(alpha) if method not in ("", "none") and alpha is not None else None,
         seed=_get(params, "seed"), baseline=baseline,
         key=(baseline, *sorted((k, repr(v)) for k, v in flat.items()
@@ -175,7 +183,6 @@ def experiment_refs(repo: Path, baselines: set[str] | None) -> list[tuple[str, s
 
 
 def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]:
-    from kdlab.grid import is_teacher_experiment
     from kdlab.lockcheck import corrupt_files
 
     metrics = (STUDENT_METRICS, TEACHER_METRICS, ANALYSIS_METRICS)
@@ -189,13 +196,14 @@ def finished_rows(repo: Path, refs: Sequence[tuple[str, str, str]]) -> list[Row]
             row = describe(name, f"corrupt ({corrupt[0]} ≠ dvc.lock)", _yaml(params), baseline)
             rows.append(row)
             continue
-        needed = TEACHER_METRICS if is_teacher_experiment(name) else STUDENT_METRICS
+        single = trains_one_model(name, _yaml(params))
+        needed = TEACHER_METRICS if single else STUDENT_METRICS
         if blobs[f"{sha}:{needed}"] is None:  # a commit without its results is not done
             rows.append(describe(name, f"incomplete (no {needed})", _yaml(params), baseline))
             continue
         row = describe(name, "done", _yaml(params), baseline)
         row.teacher_acc = _get(_json(teacher), "test", "acc")
-        if not is_teacher_experiment(name):
+        if not single:
             analysis = _json(analysis)
             row.student_acc = _get(_json(student), "test", "acc")
             row.cka = analysis.get("cka/embedding")
@@ -367,7 +375,7 @@ def slurm_rows(repo: Path, head: str) -> list[Row]:
 def planned_rows(repo: Path, params_path: Path, head: str) -> list[Row]:
     """The grid of params.yaml, each experiment with its own params. Not validated here (that
     needs the KD method registry, hence torch): `kdlab check` names any problem."""
-    from kdlab.grid import GridConfig, plan_grid
+    from kdlab.grid import GridConfig, is_one_model, plan_grid
 
     raw = _yaml(params_path.read_bytes()) if params_path.is_file() else {}
     if not isinstance(raw.get("grid"), dict):
@@ -376,7 +384,7 @@ def planned_rows(repo: Path, params_path: Path, head: str) -> list[Row]:
     given = {k: tuple(v) if isinstance(v, list) else v
              for k, v in raw["grid"].items() if k in fields}  # fmt: skip
     try:
-        plan = plan_grid(GridConfig(**given))
+        plan = plan_grid(GridConfig(**given), is_one_model(raw))
     except (ConfigError, TypeError, ValueError, AttributeError, KeyError):
         return []
     from kdlab.validate import with_overrides

@@ -164,6 +164,8 @@ def check_sections(raw: Mapping, grid_points: bool) -> None:
         grid = load_grid(raw["grid"])
         check_axes_exist(raw, grid)
         if grid_points:
-            check_grid_points(raw, plan_grid(grid))
+            from kdlab.grid import is_one_model
+
+            check_grid_points(raw, plan_grid(grid, is_one_model(raw)))
     if "slurm" in raw:
         load_slurm_config(raw["slurm"])

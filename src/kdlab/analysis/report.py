@@ -42,6 +42,8 @@ from kdlab.flat import flatten
 from kdlab.fsutil import atomic_directory
 
 GRID_KEYS = ["dataset", "pair", "method", "alpha"]
+ONE_MODEL = "one model"
+"""The method column of a study of one model (`student.arch: none`): no student, no KD."""
 PARAM = "params."
 """Prefix of the columns that hold an experiment's params (params.kd.logit.temperature, ...)."""
 IDENTITY = ("name", "rev", "timestamp", "state", "dataset", "pair", "method", "alpha", "seed",
@@ -83,6 +85,9 @@ def _param_values(params: dict, method: str | None) -> dict:
         kd_param = parts[0] == "kd" and key != "kd.method"
         if kd_param and (method == "none" or (len(parts) > 2 and parts[1] != method)):
             value = None
+        if method == ONE_MODEL and (parts[0] == "kd" or (parts[0] == "student"
+                                                           and key != "student.arch")):  # fmt: skip
+            value = None  # no student: its params and the KD params act on nothing
         if isinstance(value, list):
             value = value_text(value)
         columns[PARAM + key] = value
@@ -99,6 +104,17 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
     kd = params.get("kd", {})
     method = kd.get("method")
     state = (executor or {}).get("state") or ("failed" if entry.get("error") else "success")
+    t_arch, s_arch = params.get("teacher", {}).get("arch"), params.get("student", {}).get("arch")
+    pair = f"{t_arch}→{s_arch}"
+    role = "student"
+    if s_arch == "none":  # a study of one model: its accuracy is the teacher stage's
+        student, teacher, pair, method, role = (
+            teacher,
+            {},
+            f"{t_arch} (one model)",
+            ONE_MODEL,
+            "teacher",
+        )
     step = student.get("step")
     return {
         "name": name or entry.get("name") or str(entry.get("rev", ""))[:7],
@@ -106,14 +122,14 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
         "timestamp": data.get("timestamp"),
         "state": str(state).lower(),
         "dataset": params.get("data", {}).get("name"),
-        "pair": f"{params.get('teacher', {}).get('arch')}→{params.get('student', {}).get('arch')}",
+        "pair": pair,
         "method": method,
-        "alpha": None if method == "none" else kd.get("alpha"),
+        "alpha": None if method in ("none", ONE_MODEL) else kd.get("alpha"),
         "seed": params.get("seed"),
         "acc": student.get("test", {}).get("acc"),
         "teacher_acc": teacher.get("test", {}).get("acc"),
         "epoch": None if step is None else int(step) + 1,
-        "epochs": params.get("student", {}).get("epochs"),
+        "epochs": params.get(role, {}).get("epochs"),
         **{key: value for key, value in analysis.items() if isinstance(value, int | float)},
         **_param_values(params, method),
     }
@@ -300,7 +316,7 @@ def build_report(runs: pd.DataFrame, seeds: list[int] | None = None) -> Report:
     # a running experiment may show the student's metrics before extract and analyze ran
     ok = ~runs["state"].isin(UNFINISHED) & runs["acc"].notna()
     finished = runs[ok].copy()
-    axes = varying_axes(finished)
+    axes = varying_axes(finished[finished["method"] != ONE_MODEL])
     keys = [*GRID_KEYS, *axes]
     metrics = ["acc", "teacher_acc", *[m for m in SUMMARY_METRICS if m in runs],
                *[c for prefix in ALIGNMENT
@@ -360,8 +376,54 @@ def config_label(row, axes: list[str], alpha: bool = True) -> str:
     return " ".join(parts)
 
 
+def markdown_single(report: Report) -> list[str]:
+    """Studies of one model: test accuracy over seeds with its t-interval, every seed's value,
+    and the sequence attention scalars of the final model."""
+    finished = report.finished[report.finished["method"] == ONE_MODEL]
+    if finished.empty:
+        return []
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
+    lines = [f"Studies of one model (`student.arch: none`): test accuracy at {report.epochs}, mean "
+             f"± sd over seeds, its {level} t-interval, and each seed's.", "",
+             f"| dataset | model | seeds | test acc | {level} interval | per seed |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    groups = finished.groupby(["dataset", "pair"])
+    for (dataset, pair), group in groups:
+        group = group.sort_values("seed")
+        result = paired_delta(group["acc"].tolist())
+        interval = "–" if math.isnan(result.low) else f"[{result.low:.4f}, {result.high:.4f}]"
+        seeds = ", ".join(f"{int(s)}: {a:.4f}" for s, a in zip(group["seed"], group["acc"],
+                                                                strict=True))  # fmt: skip
+        lines.append(f"| {dataset} | {pair} | {len(group)} | {_fmt(result.mean, result.sd)} | "
+                     f"{interval} | {seeds} |")  # fmt: skip
+    attention = sorted(c for c in finished.columns if c.startswith("seq_") and "/teacher/" in c)
+    if attention:
+        lines += ["", "Attention of the final model (kdlab.analysis.measures.sequence), mean ± sd "
+                  "over seeds: normalised entropy (1 = uniform over the valid frames), mean "
+                  "distance (frames), where the class query reads (normalised time), mass on the "
+                  "first + last frame.", "",
+                  "| dataset | model | measure | module | value |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for (dataset, pair), group in groups:
+            for column in attention:
+                measure, _, module = column.split("/", 2)
+                values = group[column].dropna()
+                if len(values):
+                    lines.append(f"| {dataset} | {pair} | {measure} | {module} | "
+                                 f"{_fmt(values.mean(), values.std(ddof=1), 3)} |")  # fmt: skip
+    return lines
+
+
 def markdown_summary(report: Report) -> str:
-    """Two tables: accuracy with the paired effect of KD; fidelity, calibration and CKA."""
+    """Two tables: accuracy with the paired effect of KD; fidelity, calibration and CKA; and
+    the studies of one model (markdown_single)."""
+    single = markdown_single(report)
+    full = report
+    report = dataclasses.replace(report, summary=report.summary[report.summary["method"]
+                                                                != ONE_MODEL])  # fmt: skip
+    if report.summary.empty:  # only studies of one model
+        text = "\n".join(single) + "\n"
+        return text + _problems_text(full)
     names = axis_names(report.axes)
     coords = ["dataset", "teacher→student", "method", "alpha", *names.values(), "seeds"]
     level = f"{CONFIDENCE:.0%}".replace("%", " %")
@@ -407,12 +469,16 @@ def markdown_summary(report: Report) -> str:
                      *[_value(row[a]) for a in report.axes], str(row["n"]),
                      *[_fmt(row[f"{m} mean"], row[f"{m} std"], 3) for m in metrics]]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
+    if single:
+        lines += ["", *single]
     text = "\n".join(lines) + "\n"
-    if report.problems:
-        text += "\n**Failed or missing experiments**\n\n" + "".join(
-            f"- {p}\n" for p in report.problems
-        )
-    return text
+    return text + _problems_text(report)
+
+
+def _problems_text(report: Report) -> str:
+    if not report.problems:
+        return ""
+    return "\n**Failed or missing experiments**\n\n" + "".join(f"- {p}\n" for p in report.problems)
 
 
 def verdict(report: Report) -> str:
@@ -543,6 +609,9 @@ def plot_heatmaps(
 
 
 def plot_accuracy_vs_alignment(report: Report, alignment: str, out_dir: Path) -> Path:
+    # a study of one model has no alignment with a teacher to plot
+    report = dataclasses.replace(report, finished=report.finished[report.finished["method"]
+                                                                  != ONE_MODEL])  # fmt: skip
     datasets = sorted(report.finished["dataset"].dropna().unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):

@@ -88,9 +88,12 @@ def cross_attention_over_time(rows: list[dict], path: Path) -> None:
 
 
 def cell_text(value: float) -> str:
-    """A heatmap cell's value in at most 4 characters where it can be."""
+    """A heatmap cell's value in a few characters, never a misleading 0.00: small values (a
+    Jensen–Shannon change of 3e-4 nats) keep two significant digits."""
     if not math.isfinite(value):
         return ""
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.1e}".replace("e-0", "e-")
     if abs(value) < 10:
         return f"{value:.2f}"
     return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
