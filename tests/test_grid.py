@@ -144,7 +144,10 @@ def test_same_leaf_names_are_told_apart():
         ({"alphas": [1.5]}, "grid.alphas[0] must be in (0, 1]"),
         ({"seeds": [0, 0]}, "grid.seeds lists a value twice"),
         ({"seeds": []}, "grid.seeds must not be empty"),
-        ({"datasets": ["mnist"]}, "grid.datasets[0] must be one of cifar10, cifar100, digits"),
+        (
+            {"datasets": ["mnist"]},
+            "grid.datasets[0] must be one of basic_motions, cifar10, cifar100, digits",
+        ),
         ({"method": ["at"]}, "grid.method is not a known key"),
         ({"axes": {"kd.alpha": [0.5]}}, "grid.axes.kd.alpha: sweep kd.alpha with grid.alphas"),
         ({"axes": {"seed": [1]}}, "grid.axes.seed: sweep seed with grid.seeds"),

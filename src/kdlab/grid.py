@@ -90,7 +90,8 @@ class GridConfig:
         else:
             lists["alphas"] = self.alphas
         for field, values in lists.items():
-            if not values:
+            # no methods: a grid of teachers (and baselines), or of one model (student.arch none)
+            if not values and field != "methods":
                 raise ConfigError(f"{path}.{field} must not be empty")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{path}.{field} lists a value twice: {list(values)}")

@@ -55,7 +55,7 @@ SET = [  # (-S settings): every float field's NaN/inf route, ranges, names, type
     ["kd.alpha=abc"], ["teacher.epochs=2.5"], ["teacher.nesterov=maybe"], ["seed=[0]"],
     ["kd.method=at", "kd.at.stages=[]"], ["kd.method=nst", "kd.nst.stages=[]"],
     ["kd.at.stages=[stage1,stage1]"], ["extract.layers=[stage1,stage1]"], ["grid.seeds=[]"],
-    ["grid.methods=[]"], ["grid.alphas=[.nan]"],
+    ["grid.datasets=[]"], ["grid.alphas=[.nan]"],
     ["slurm.partition='bad partition;rm -rf'"], ["slurm.account=a$(id)"],
     ["slurm.extra=['--qos=x;rm -rf ~']"], ["slurm.mem=lots"], ["slurm.time=4h"],
     ["data.mirror=ftp://example.org"], ["teacher.lrr=0.1"], ["data.name=mnist"],

@@ -725,7 +725,11 @@ def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
 
 
 def check_alignment(report: Report, alignment: str) -> None:
-    """--alignment must name an analysis scalar the finished experiments have."""
+    """--alignment must name an analysis scalar the finished experiments have (the KD ones:
+    a study of one model has no teacher to be aligned with, and only studies of one model
+    need none)."""
+    if (report.finished["method"] == ONE_MODEL).all():
+        return
     choices = sorted(
         c
         for c in report.finished.columns
