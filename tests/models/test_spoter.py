@@ -93,3 +93,19 @@ def test_gradient_reaches_every_parameter_through_a_masked_batch():
     x, mask, _ = padded_batch(12)
     model(x, mask).logsumexp(1).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_kd_between_sequence_transformers_offers_the_methods_that_apply():
+    from kdlab.distill.spec import pair_shapes
+    from kdlab.distill.specs import get_spec, methods_serving
+    from kdlab.errors import ConfigError
+
+    pair, teacher_layers, student_layers = pair_shapes("japanese_vowels", "spoter_small",
+                                                       "spoter_tiny")  # fmt: skip
+    assert methods_serving(pair) == ["crd", "dkd", "logit", "none", "rkd"]
+    assert pair.student.kind == pair.teacher.kind == "sequence"
+    assert "encoder.0" in student_layers and "decoder.1" in teacher_layers
+    for method, said in (("minilm", "not built yet"), ("at", "with a sequence transformer")):
+        spec = get_spec(method)
+        with pytest.raises(ConfigError, match=said):
+            spec.check(spec.params_cls(), pair)

@@ -33,6 +33,8 @@ class ShapeInfo:
     num_classes: int
     attention_heads: tuple[int, ...] = ()
     """Heads of each nn.MultiheadAttention, in network order (none for convolutional nets)."""
+    kind: str = "image"
+    """The data kind the network reads (`image`, `sequence`): what a KD method may assume."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ def spoter_shapes(config: Mapping[str, Any], num_classes: int, input_size: Any) 
     stages = {f"encoder.{i}": (frames, dim) for i in range(config["encoder_layers"])}
     stages |= {f"decoder.{i}": (1, dim) for i in range(config["decoder_layers"])}
     heads = (config["heads"],) * (config["encoder_layers"] + config["decoder_layers"])
-    return ShapeInfo(stages, dim, num_classes, heads)
+    return ShapeInfo(stages, dim, num_classes, heads, kind="sequence")
 
 
 def register_spoter(name: str, **config: Any) -> None:

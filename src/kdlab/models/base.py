@@ -132,4 +132,5 @@ def probe_shapes(model: FeatureModel, in_channels: int, height: int,
         embedding_dim=feats.embedding.shape[1],
         num_classes=feats.logits.shape[1],
         attention_heads=heads,
+        kind="sequence" if width is None else "image",
     )

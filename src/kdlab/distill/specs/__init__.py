@@ -51,5 +51,6 @@ def require_conv_maps(method: str, pair: PairInfo) -> None:
             any_pair = [n for n, s in load_specs().items() if s.check is serves_any_pair]
             raise ConfigError(
                 f"kd.method {method} needs convolutional feature maps (C, H, W); the {role}'s "
-                f"stages are token sequences: use {' or '.join(any_pair)} with a ViT"
+                f"stages are token sequences: use {' or '.join(any_pair)} with a "
+                f"{'sequence transformer' if info.kind == 'sequence' else 'ViT'}"
             )

@@ -29,6 +29,10 @@ class MiniLMParams:
 
 def check(params: MiniLMParams, pair: PairInfo) -> None:
     """Both networks need self-attention over the same tokens; the heads must line up."""
+    if "sequence" in (pair.student.kind, pair.teacher.kind):
+        raise ConfigError("kd.method minilm is built for two ViTs: a MiniLM term with padding "
+                          "masks for sequence transformers is not built yet; use logit, dkd, "
+                          "rkd or crd")  # fmt: skip
     for role, info in (("student", pair.student), ("teacher", pair.teacher)):
         if not info.attention_heads:
             raise ConfigError(f"kd.method minilm distils self-attention: the {role} has no "
