@@ -14,6 +14,7 @@ import pytest
 from kdlab.config import (
     AnalyzeConfig,
     DataConfig,
+    ExternalConfig,
     ExtractConfig,
     KDConfig,
     StudentConfig,
@@ -42,6 +43,7 @@ def defaults() -> dict:
            if spec.params_cls is not None}  # fmt: skip
     sections = {"data": DataConfig(), "teacher": TeacherConfig(), "student": StudentConfig(),
                 "extract": ExtractConfig(), "analyze": AnalyzeConfig(), "grid": GridConfig(),
+                "external": ExternalConfig(),
                 "slurm": SlurmConfig()}  # fmt: skip
     out = {"device": "auto", **{k: dataclasses.asdict(v) for k, v in sections.items()}, "kd": kd}
     return plain(out)

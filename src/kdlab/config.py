@@ -313,6 +313,27 @@ class AnalyzeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExternalConfig:
+    """`external:` a model trained elsewhere, as the teacher stage's network (kdlab.training.
+    external): its weights are imported, not trained, then extracted and analysed as any."""
+
+    path: str = ""
+    """A `state_dict` file (torch.save of tensors only: a kdlab model.pt, a plain state_dict, or
+    SPOTER's, whose names are mapped); "" = train the teacher stage's network as usual."""
+    sha256: str = ""
+    """The file's sha256, required with `path`: what DVC tracks instead of the file (like
+    data.mirror, the path is not a dependency; its content is)."""
+
+    def validate(self, path: str) -> None:
+        if bool(self.path) != bool(self.sha256):
+            raise ConfigError(f"{path}.path and {path}.sha256 go together: give both (the "
+                              f"file's `sha256sum`), or neither to train the model")  # fmt: skip
+        if self.sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ConfigError(f"{path}.sha256 must be 64 lowercase hex digits (sha256sum's "
+                              f"output), got {self.sha256!r}")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -328,6 +349,7 @@ class Params:
     analyze: AnalyzeConfig
     extra: Mapping[str, Any]
     """Sections reserved for later stages (grid, slurm), unvalidated here."""
+    external: ExternalConfig = dataclasses.field(default_factory=ExternalConfig)
 
     @property
     def student_label_smoothing(self) -> float:
@@ -366,7 +388,7 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
     if not isinstance(raw, Mapping):
         raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
     known = ("seed", "device", "data", "teacher", "student", "kd", "extract", "analyze",
-             *RESERVED_SECTIONS)  # fmt: skip
+             "external", *RESERVED_SECTIONS)  # fmt: skip
     unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
         raise ConfigError(f"{key_text(unknown[0])} is not a known section"
@@ -387,6 +409,7 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
         extract=build_dataclass(ExtractConfig, raw.get("extract"), "extract"),
         analyze=build_dataclass(AnalyzeConfig, raw.get("analyze"), "analyze"),
         extra=types.MappingProxyType({k: raw[k] for k in RESERVED_SECTIONS if k in raw}),
+        external=build_dataclass(ExternalConfig, raw.get("external"), "external"),
     )
 
 

@@ -114,7 +114,9 @@ def _param_count(arch: str) -> int:
     config = spec.config
     if spec.family == "spoter":  # attention (4 d²) and feed-forward (2 d·ff) per layer
         layers = config["encoder_layers"] + config["decoder_layers"]
-        return layers * (4 * config["dim"] ** 2 + 2 * config["dim"] * config["ff_dim"])
+        # + the head (100 classes), positions and frame projection, as the families above
+        extra = 164 * config["dim"]
+        return layers * (4 * config["dim"] ** 2 + 2 * config["dim"] * config["ff_dim"]) + extra
     if spec.family not in ("resnet", "wrn", "vit"):  # a family added later: from its shapes
         shapes = spec.shapes(config, 100, 32)
         return sum(18 * dims[0] ** 2 if len(dims) == 3 else 12 * dims[-1] ** 2
@@ -206,6 +208,25 @@ def preflight(raw: Mapping, params: Params, root: Path, dvc_yaml: Path) -> None:
     outputs = stage_output_paths(stages, raw)
     check_outputs_writable(root, outputs)
     check_free_space(root, outputs, estimate_output_bytes(params))
+    check_external(root, params)
+
+
+def check_external(root: Path, params: Params) -> None:
+    """external.path exists and is the file external.sha256 names, before DVC removes the
+    teacher stage's outputs to import it."""
+    from kdlab.checksum import sha256_file
+
+    ext = params.external
+    if not ext.path:
+        return
+    path = root / ext.path
+    if not path.is_file():
+        raise ConfigError(f"external.path {ext.path} does not exist (a path relative to the "
+                          "repository, or absolute)")  # fmt: skip
+    actual = sha256_file(path)
+    if actual != ext.sha256:
+        raise ConfigError(f"external.path {ext.path} has sha256 {actual}, but external.sha256 "
+                          f"is {ext.sha256}: not the file the params name")  # fmt: skip
 
 
 def dropped_outputs(root: Path, raw: Mapping, dvc_yaml: Path) -> list[str]:
