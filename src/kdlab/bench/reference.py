@@ -133,7 +133,7 @@ def reference_evaluate(model: torch.nn.Module, loader: DataLoader, device: torch
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     with torch.no_grad():
-        for images, labels, _indices, _mask in loader:
+        for images, labels, _indices in loader:  # a torch DataLoader's batches
             images, labels = images.to(device), labels.to(device)
             logits = model(images)
             loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()

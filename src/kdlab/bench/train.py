@@ -232,7 +232,7 @@ def measure_kdlab(cfg: BenchConfig, method: str, train: Split, opts: Options) ->
 def resident_batches(train: Split, cfg: BenchConfig, count: int = 8) -> list:
     """A few batches already augmented and normalised on the device."""
     loader = kdlab_loader(head(train, count * cfg.batch_size), cfg)
-    return [Batch(*(t.clone() for t in batch)) for batch in loader]
+    return [Batch(*(None if t is None else t.clone() for t in batch)) for batch in loader]
 
 
 def measure_bound(cfg: BenchConfig, method: str, train: Split, opts: Options) -> float:

@@ -40,6 +40,7 @@ from kdlab.errors import DataError
 from kdlab.extract.attention import capture_attention, mha_modules
 from kdlab.fsutil import atomic_directory
 from kdlab.models import FeatureModel
+from kdlab.models.base import logits_of
 from kdlab.progress import bar
 
 FORMAT = "kdlab.activations/2"
@@ -114,7 +115,7 @@ def extract_model(model: FeatureModel, loader: BatchLoader, layers: list[str], n
         batches = bar(loader, f"extract {name}", total=len(loader), unit="img",
                       scale=loader.batch_size)  # fmt: skip
         for images, _labels, _indices, mask in batches:
-            model(images, mask)
+            logits_of(model, images, mask)
             for layer in layers:
                 writer.write(f"{name}/{layer}", start, acts[layer])
             for module, weights in attn.items():
@@ -128,7 +129,7 @@ def test_logits(model: FeatureModel, loader: BatchLoader, role: str, writer: _Ar
     model.eval()
     start = 0
     for images, _labels, _indices, mask in loader:
-        logits = model(images, mask)
+        logits = logits_of(model, images, mask)
         writer.write(f"logits/{role}", start, logits)
         start += len(images)
 

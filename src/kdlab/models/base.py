@@ -111,6 +111,17 @@ class StagedConvNet(FeatureModel):
         return Features(stages=stages, embedding=embedding, logits=self.fc(embedding))
 
 
+def features_of(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> Features:
+    """`model.forward_features(x, mask)`; an image batch (no mask) calls `forward_features(x)`,
+    so a family written before sequences (or a user's) keeps working."""
+    return model.forward_features(x) if mask is None else model.forward_features(x, mask)
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`model(x, mask)`, or `model(x)` for an image batch (see features_of)."""
+    return model(x) if mask is None else model(x, mask)
+
+
 def probe_shapes(model: FeatureModel, in_channels: int, height: int,
                  width: int | None = None) -> ShapeInfo:  # fmt: skip
     """Run one tiny forward pass (eval mode, no grad) to read the model's feature shapes:

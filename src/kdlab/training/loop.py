@@ -20,7 +20,7 @@ from kdlab.config import TrainConfig
 from kdlab.data.loader import Batch, BatchLoader, Stream, epoch_generator
 from kdlab.distill.base import Distiller, student_loss
 from kdlab.models import FeatureModel
-from kdlab.models.base import Features
+from kdlab.models.base import Features, features_of, logits_of
 from kdlab.training import stop
 
 
@@ -91,9 +91,9 @@ def frozen_features(teacher: FeatureModel, images: torch.Tensor, inference: bool
     """
     if not inference:
         with torch.no_grad():
-            return teacher.forward_features(images, mask)
+            return features_of(teacher, images, mask)
     with torch.inference_mode():
-        features = teacher.forward_features(images, mask)
+        features = features_of(teacher, images, mask)
     return Features(
         stages={name: t.clone() for name, t in features.stages.items()},
         embedding=features.embedding.clone(),
@@ -121,7 +121,7 @@ def make_eval_forward(model: nn.Module, device: torch.device):
 
     def eval_forward(images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         with autocast(device):
-            return model(images, mask).float()
+            return logits_of(model, images, mask).float()
 
     return eval_forward
 
@@ -131,7 +131,7 @@ def make_step_functions(
 ) -> StepFunctions:
     def train_forward(batch: Batch):
         with autocast(device):
-            student = state.model.forward_features(batch.images, batch.mask)
+            student = features_of(state.model, batch.images, batch.mask)
             teacher = None
             if state.distiller.needs_teacher:
                 teacher = frozen_features(loss_setup.teacher, batch.images, not compile,
@@ -208,7 +208,7 @@ def pretrain_student(
         for batch in loader:
             stop.check()
             with autocast(device):
-                student = state.model.forward_features(batch.images, batch.mask)
+                student = features_of(state.model, batch.images, batch.mask)
                 teacher = frozen_features(loss_setup.teacher, batch.images, True, batch.mask)
                 loss = state.distiller.pretrain_loss(student, teacher)
             optimizer.zero_grad(set_to_none=True)
