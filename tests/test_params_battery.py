@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from kdlab.config import (
     AnalyzeConfig,
     DataConfig,
+    ExternalConfig,
     ExtractConfig,
     StudentConfig,
     TeacherConfig,
@@ -37,7 +38,7 @@ from kdlab.validate import check_raw
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"data": DataConfig, "teacher": TeacherConfig, "student": StudentConfig,
             "extract": ExtractConfig, "analyze": AnalyzeConfig, "grid": GridConfig,
-            "slurm": SlurmConfig}  # fmt: skip
+            "slurm": SlurmConfig, "external": ExternalConfig}  # fmt: skip
 TOP = {"seed": int, "device": typing.Literal["auto", "cpu", "cuda"], "kd.method": str,
        "kd.alpha": float}  # fmt: skip
 
@@ -168,10 +169,11 @@ def test_no_field_accepts_nan_or_infinity(path, value):
 def test_lists_a_method_or_measure_needs_are_never_empty_or_duplicated(path):
     """Empty lists are refused wherever an entry is needed (kd.at.stages, kd.nst.stages, the grid's
     own lists); where empty has a meaning (extract.layers: every layer; analyze.sae_layers: no
-    SAE; milestones, save_epochs, slurm.extra: none) it is accepted. A duplicate never is."""
+    SAE; milestones, save_epochs, slurm.extra: none; case_studies: default samples; grid.methods:
+    no KD students) it is accepted. A duplicate never is."""
     empty_means_something = {"extract.layers", "analyze.sae_layers", "teacher.milestones",
                              "student.milestones", "teacher.save_epochs", "student.save_epochs",
-                             "slurm.extra"}  # fmt: skip
+                             "slurm.extra", "analyze.case_studies", "grid.methods"}  # fmt: skip
     raw = copy.deepcopy(BASE)
     set_path(raw, path, [])
     if path in empty_means_something:

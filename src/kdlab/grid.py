@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 TEACHER_TARGET = "train_teacher"
 _TEACHER_NAME = re.compile(r"^[a-z0-9_]+-teacher(-[^-]+)*-s\d+$")
 
-TEACHER_PARAMS = ("seed", "device", "data", "teacher")
+TEACHER_PARAMS = ("seed", "device", "data", "teacher", "external")
 """Param sections (or keys) the teacher depends on: the params of `prepare` and `train_teacher`
 in dvc.yaml (a test keeps them equal)."""
 OWN_FIELDS = {"data.name": "datasets", "kd.method": "methods", "kd.alpha": "alphas",
