@@ -64,7 +64,7 @@ class FeatureModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_features(x, mask).logits
+        return features_of(self, x, mask).logits
 
 
 class StagedConvNet(FeatureModel):
