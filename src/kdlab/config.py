@@ -115,6 +115,16 @@ class DataConfig:
         return self.horizontal_flip
 
 
+NO_STUDENT = "none"
+"""`student.arch: none`: a study of one model (the teacher stage's), no student, no KD."""
+
+
+def is_one_model(raw: Any) -> bool:
+    """Parsed (not validated) params describe a study of one model: `student.arch: none`."""
+    student = raw.get("student") if isinstance(raw, Mapping) else None
+    return isinstance(student, Mapping) and student.get("arch") == NO_STUDENT
+
+
 IMAGE_KEYS = ("crop_padding", "horizontal_flip")
 """`data:` keys that apply to image datasets only."""
 SEQUENCE_KEYS = ("time_crop", "scaling", "jitter")
@@ -166,7 +176,7 @@ class TrainConfig:
         from kdlab.architectures import arch_names
 
         # student.arch: none is a study of one model (kdlab.distill.spec.NO_STUDENT)
-        none = ["none"] if isinstance(self, StudentConfig) else []
+        none = [NO_STUDENT] if isinstance(self, StudentConfig) else []
         check_choice(f"{path}.arch", self.arch, [*arch_names(), *none])
         check_range(f"{path}.epochs", self.epochs, 1, 100_000)
         check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
@@ -350,6 +360,11 @@ class Params:
     extra: Mapping[str, Any]
     """Sections reserved for later stages (grid, slurm), unvalidated here."""
     external: ExternalConfig = dataclasses.field(default_factory=ExternalConfig)
+
+    @property
+    def one_model(self) -> bool:
+        """A study of one model (`student.arch: none`): no student is trained or read."""
+        return self.student.arch == NO_STUDENT
 
     @property
     def student_label_smoothing(self) -> float:

@@ -330,12 +330,6 @@ def plan_one_model(grid: GridConfig) -> list[Experiment]:
     return models
 
 
-def is_one_model(raw: Any) -> bool:
-    """params.yaml (parsed) describes a study of one model: `student.arch: none`."""
-    student = raw.get("student") if isinstance(raw, dict) else None
-    return isinstance(student, dict) and student.get("arch") == "none"
-
-
 def load_grid_plan(params_path: Path) -> list[Experiment]:
     """Read params.yaml, validate it, its `grid:` section and every grid point (as each
     experiment would run), and plan the grid. Nothing is planned if one point is invalid."""
@@ -344,7 +338,7 @@ def load_grid_plan(params_path: Path) -> list[Experiment]:
     params = check_file(params_path)
     if "grid" not in params.extra:
         raise ConfigError(f"{params_path} has no grid: section (datasets, methods, alphas, seeds)")
-    return plan_grid(load_grid(params.extra["grid"]), params.student.arch == "none")
+    return plan_grid(load_grid(params.extra["grid"]), params.one_model)
 
 
 # ----------------------------------------------------------------------------------------------

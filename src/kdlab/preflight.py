@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import Params
+from kdlab.config import NO_STUDENT, Params
 from kdlab.errors import ConfigError
 from kdlab.fsutil import WriteError
 from kdlab.pipeline import _interpolate, _lookup, load_stages
@@ -108,7 +108,7 @@ def _param_count(arch: str) -> int:
     residual families, attention + MLP blocks for ViTs (biases and norms are noise here)."""
     from kdlab.architectures import get_arch
 
-    if arch == "none":  # student.arch none: a study of one model
+    if arch == NO_STUDENT:  # a study of one model
         return 0
     spec = get_arch(arch)
     config = spec.config

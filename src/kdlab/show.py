@@ -142,9 +142,10 @@ def _get(tree: dict, *path: str) -> Any:
 def trains_one_model(name: str, params: dict) -> bool:
     """A grid's teacher experiment, or a study of one model (`student.arch: none`): the
     teacher stage's network is all it trains, its metrics are the teacher's."""
+    from kdlab.config import is_one_model
     from kdlab.grid import is_teacher_experiment
 
-    return is_teacher_experiment(name) or _get(params, "student", "arch") == "none"
+    return is_teacher_experiment(name) or is_one_model(params)
 
 
 def describe(name: str, state: str, params: dict, baseline: str) -> Row:
@@ -375,7 +376,8 @@ def slurm_rows(repo: Path, head: str) -> list[Row]:
 def planned_rows(repo: Path, params_path: Path, head: str) -> list[Row]:
     """The grid of params.yaml, each experiment with its own params. Not validated here (that
     needs the KD method registry, hence torch): `kdlab check` names any problem."""
-    from kdlab.grid import GridConfig, is_one_model, plan_grid
+    from kdlab.config import is_one_model
+    from kdlab.grid import GridConfig, plan_grid
 
     raw = _yaml(params_path.read_bytes()) if params_path.is_file() else {}
     if not isinstance(raw.get("grid"), dict):

@@ -164,7 +164,7 @@ def check_sections(raw: Mapping, grid_points: bool) -> None:
         grid = load_grid(raw["grid"])
         check_axes_exist(raw, grid)
         if grid_points:
-            from kdlab.grid import is_one_model
+            from kdlab.config import is_one_model
 
             check_grid_points(raw, plan_grid(grid, is_one_model(raw)))
     if "slurm" in raw:

@@ -37,6 +37,7 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
 from kdlab.analysis.stats import CONFIDENCE, paired_delta
+from kdlab.config import NO_STUDENT
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.flat import flatten
 from kdlab.fsutil import atomic_directory
@@ -107,7 +108,7 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
     t_arch, s_arch = params.get("teacher", {}).get("arch"), params.get("student", {}).get("arch")
     pair = f"{t_arch}→{s_arch}"
     role = "student"
-    if s_arch == "none":  # a study of one model: its accuracy is the teacher stage's
+    if s_arch == NO_STUDENT:  # a study of one model: its accuracy is the teacher stage's
         student, teacher, pair, method, role = (
             teacher,
             {},

@@ -50,7 +50,6 @@ a file without videos.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import dataclasses
 import io
@@ -59,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdlab.data.ts_format import read_utf8
 from kdlab.errors import DataError
 
 BODY_JOINTS: tuple[str, ...] = (
@@ -131,17 +131,7 @@ def read_spoter_csv(path: str | Path, normalize: bool = False) -> SkeletonData:
     Raises `DataError` (one line: file, line, problem) for a file this reader cannot trust.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {exc.start})") from None
+    text = read_utf8(path)
 
     # newline="" as the csv module asks: line ends inside quoted cells stay part of the cell.
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -71,7 +71,12 @@ class TsData:
 
 def read_ts(path: str | Path) -> TsData:
     """Read a `.ts` file; raises `DataError` (one line: file, line number, problem) if invalid."""
-    path = Path(path)
+    return parse_ts(read_utf8(Path(path)), source=str(path))
+
+
+def read_utf8(path: Path) -> str:
+    """A dataset text file's content (a UTF-8 BOM dropped), or one DataError line: unreadable,
+    or not UTF-8 (with the line of the first bad byte). Shared by kdlab.data.spoter_csv."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -83,7 +88,7 @@ def read_ts(path: str | Path) -> TsData:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 text (byte {exc.start})") from None
-    return parse_ts(text, source=str(path))
+    return text
 
 
 def parse_ts(text: str, source: str = "<string>") -> TsData:

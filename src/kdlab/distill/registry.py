@@ -51,7 +51,7 @@ def make_distiller(method: str, params=None, pair: PairInfo | None = None) -> Di
 
 def check_method_fits_models(params) -> None:
     """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
-    if params.kd.method == "none" or params.student.arch == "none":  # no student: no KD
+    if params.kd.method == "none" or params.one_model:  # no student: no KD
         return
     pair, _, _ = pair_shapes(params.data.name, params.teacher.arch, params.student.arch)
     get_spec(params.kd.method).check(params.kd.method_params, pair)

@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.architectures import ShapeInfo, feature_shapes, layer_names
+from kdlab.config import NO_STUDENT
 from kdlab.errors import ConfigError
-
-NO_STUDENT = "none"
-"""`student.arch: none`: a study of one model (the `teacher` stage's), no student, no KD."""
 
 
 @dataclasses.dataclass(frozen=True)

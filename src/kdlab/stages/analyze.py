@@ -32,7 +32,7 @@ def body(run: StageRun) -> None:
     args, params, device = run.args, run.params, run.device
     cache = ActivationCache(args.activations)
     models = {"teacher": args.teacher}
-    if params.student.arch != "none":  # a study of one model: the teacher stage's alone
+    if not params.one_model:  # a study of one model: the teacher stage's alone
         models["student"] = args.student
     cache.check_fresh(models)
     result = analyze_cache(cache, params.analyze, params.seed, device)

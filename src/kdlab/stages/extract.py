@@ -39,7 +39,7 @@ def body(run: StageRun) -> None:
     cfg = params.extract
     dataset = load_dataset(args.data)
     checkpoints = model_checkpoints("teacher", args.teacher_dir, cfg.milestones)
-    if params.student.arch != "none":  # a study of one model: the teacher stage's alone
+    if not params.one_model:  # a study of one model: the teacher stage's alone
         checkpoints |= model_checkpoints("student", args.student_dir, cfg.milestones)
     models = {}
     for name, path in checkpoints.items():

@@ -29,10 +29,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def load(path: Path):
     """params.yaml checked against the KD methods, unless there is no student to distil."""
-    from kdlab.config import read_params_file
+    from kdlab.config import is_one_model, read_params_file
 
-    student = read_params_file(path).get("student") or {}
-    if isinstance(student, dict) and student.get("arch") == "none":
+    if is_one_model(read_params_file(path)):
         from kdlab.config import load_params
         from kdlab.distill.specs import load_specs
 
@@ -59,7 +58,7 @@ def write_no_student(args: argparse.Namespace) -> None:
 
 def body(run: StageRun) -> None:
     args, params = run.args, run.params
-    if params.student.arch == "none":
+    if params.one_model:
         write_no_student(args)
         return
     from kdlab.data.loader import load_dataset
