@@ -105,7 +105,8 @@ def heads_by_milestone(measure: str, label: str) -> Callable[[list[dict], Path],
     all, the values written in the cells when there are ≤ 12 heads and ≤ 8 epochs."""
 
     def draw(rows: list[dict], path: Path) -> None:
-        modules = in_order(r["module"] for r in rows)
+        # only the modules the measure applies to (a read position has no encoder panel)
+        modules = in_order(r["module"] for r in rows if r.get(measure) is not None)
         epochs = sorted(in_order(r["epoch"] for r in rows))
         heads = sorted(in_order(r["head"] for r in rows))
         head_index = {h: i for i, h in enumerate(heads)}
@@ -137,7 +138,9 @@ def heads_by_milestone(measure: str, label: str) -> Callable[[list[dict], Path],
             ax.set_title(module, fontsize=10)
             ax.set_xlabel("epoch (milestones)")
             ax.set_ylabel("head")
-        fig.colorbar(image, ax=axes, label=label, shrink=0.9)
+        fig.colorbar(
+            image, ax=axes, label=measure.replace("_", " "), shrink=0.9
+        )  # the title says it whole
         fig.suptitle(label)
         fig.savefig(path, dpi=120)
         plt.close(fig)
