@@ -77,8 +77,8 @@ def test_vit_pairs_are_served_and_others_refused_in_one_line():
     make_distiller("minilm", MiniLMParams(), pair)  # 8 and 4 heads: relations over gcd = 4
     make_distiller("minilm", MiniLMParams(relation_heads=2), pair)
     refusals = {
-        ("resnet20", "vit_tiny", 0): "the teacher has no nn.MultiheadAttention; use two ViTs",
-        ("vit_small", "resnet8", 0): "the student has no nn.MultiheadAttention; use two ViTs",
+        ("resnet20", "vit_tiny", 0): "the teacher has no self-attention layer; use two ViTs",
+        ("vit_small", "resnet8", 0): "the student has no self-attention layer; use two ViTs",
         ("vit_small", "vit_tiny", 3): "kd.minilm.relation_heads 3 does not divide the "
                                       "teacher's width 128",
     }  # fmt: skip
@@ -105,3 +105,125 @@ def test_student_learns_the_teachers_last_layer_and_the_teacher_gets_no_gradient
     last = student.vit.encoder.layers[-1].self_attention.in_proj_weight
     assert loss.item() > 0 and last.grad is not None and last.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def sequence_pair():
+    """spoter_small → spoter_tiny on a padded JapaneseVowels-shaped batch (lengths 29, 7, 1, 18)."""
+    from kdlab.data.loader import padding_mask
+
+    torch.manual_seed(3)
+    teacher, student = make_model("spoter_small", 12, 9, 29), make_model("spoter_tiny", 12, 9, 29)
+    for net in (teacher, student):
+        net.extras = frozenset({"last_qkv"})
+    lengths = torch.tensor([29, 7, 1, 18])
+    mask = padding_mask(lengths, 29)
+    x = torch.randn(4, 29, 12).masked_fill(mask[..., None], 0.0)
+    pair, _, _ = pair_shapes("japanese_vowels", "spoter_small", "spoter_tiny")
+    return teacher, student, x, mask, lengths, pair
+
+
+def test_masked_minilm_on_a_padded_batch_is_the_mean_of_each_sample_alone():
+    teacher, student, x, mask, lengths, pair = sequence_pair()
+    distiller = make_distiller("minilm", MiniLMParams(), pair)  # 4 and 2 heads: over 2
+    assert distiller.heads == 2
+    teacher.eval(), student.eval()
+    with torch.no_grad():
+        batch = Batch(x, torch.zeros(4, dtype=torch.long), torch.arange(4), mask)
+        padded = distiller.loss(student.forward_features(x, mask),
+                                teacher.forward_features(x, mask), batch).item()  # fmt: skip
+        alone = []
+        for i, n in enumerate(lengths.tolist()):
+            xi = x[i : i + 1, :n]
+            one = Batch(xi, torch.zeros(1, dtype=torch.long), torch.arange(1), None)
+            alone.append(distiller.loss(student.forward_features(xi),
+                                        teacher.forward_features(xi), one).item())  # fmt: skip
+        garbage = x + 50.0 * mask[..., None]  # padded frames' values never matter
+        dirty = distiller.loss(student.forward_features(garbage, mask),
+                               teacher.forward_features(garbage, mask), batch).item()  # fmt: skip
+    assert padded == pytest.approx(sum(alone) / len(alone), rel=1e-5)
+    assert dirty == pytest.approx(padded, rel=1e-5)
+    assert alone[2] == pytest.approx(0.0, abs=1e-6)  # one frame: both relations are [1]
+    assert min(alone[0], alone[1], alone[3]) > 0
+
+
+def test_masked_relations_are_the_encoders_attention_with_zero_on_padding():
+    from kdlab.distill.minilm import log_relation
+
+    teacher, _, x, mask, _, _ = sequence_pair()
+    teacher.eval()
+    with torch.no_grad(), capture_attention(teacher) as weights:
+        feats = teacher.forward_features(x, mask)
+    last = weights["encoder.2.self_attn"]  # (B, heads, T, T) from nn.MultiheadAttention itself
+    ours = log_relation(feats.extras["last_q"], feats.extras["last_k"], 4, mask).exp()
+    valid = ~mask
+    for i in range(4):
+        rows = valid[i]
+        assert torch.allclose(ours[i][:, rows][:, :, rows], last[i][:, rows][:, :, rows],
+                              atol=1e-5)  # fmt: skip
+        assert (ours[i][:, :, ~rows] == 0).all()
+
+
+def test_masked_minilm_trains_the_students_encoder_with_finite_gradients():
+    teacher, student, x, mask, _, pair = sequence_pair()
+    teacher.requires_grad_(False)
+    distiller = make_distiller("minilm", MiniLMParams(relation_heads=1), pair)
+    batch = Batch(x, torch.zeros(4, dtype=torch.long), torch.arange(4), mask)
+    loss = distiller.loss(student.forward_features(x, mask), teacher.forward_features(x, mask),
+                          batch)  # fmt: skip
+    loss.backward()
+    last = student.encoder[-1].self_attn.in_proj_weight
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert last.grad is not None and torch.isfinite(last.grad).all() and last.grad.abs().sum() > 0
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_minilm_refuses_mixed_kinds_and_sequence_models_without_an_encoder():
+    pair, _, _ = pair_shapes("japanese_vowels", "spoter_small", "spoter_tiny")
+    from dataclasses import replace
+
+    no_encoder = replace(pair.student, stages={"decoder.0": (1, 32)})
+    with pytest.raises(ConfigError, match="the student has no self-attention layer"):
+        make_distiller("minilm", MiniLMParams(), replace(pair, student=no_encoder))
+    image = replace(pair.student, kind="image")
+    with pytest.raises(ConfigError, match="two networks of the same kind"):
+        make_distiller("minilm", MiniLMParams(), replace(pair, student=image))
+
+
+def test_the_student_stage_distils_a_sequence_teachers_attention_through_padded_batches(
+    tmp_path,
+):
+    """train_teacher then train_student (kd.method minilm) on the embedded variable-length set:
+    the KD term is finite and positive every epoch and the student is a spoter_tiny."""
+    import json
+
+    from kdlab.data.datasets import prepare_dataset
+    from kdlab.stages import train_student, train_teacher
+    from kdlab.training.checkpoint import load_checkpoint
+
+    from ..conftest import tiny_params, write_params
+
+    data = tmp_path / "data" / "seq_motifs"
+    prepare_dataset("seq_motifs", data)
+    params = tiny_params(**{"data.name": "seq_motifs", "teacher.arch": "spoter_small",
+                            "student.arch": "spoter_tiny", "kd.method": "minilm",
+                            "teacher.epochs": 2, "student.epochs": 2, "teacher.save_epochs": [1],
+                            "student.save_epochs": [1], "teacher.batch_size": 64,
+                            "student.batch_size": 64})  # fmt: skip
+    write_params(tmp_path / "params.yaml", params)
+
+    def args(role: str) -> list[str]:
+        return ["--params", str(tmp_path / "params.yaml"), "--data", str(data),
+                "--model-dir", str(tmp_path / "models" / role),
+                "--metrics-dir", str(tmp_path / "metrics" / role),
+                "--resume", str(tmp_path / "checkpoints" / role / "resume.pt")]  # fmt: skip
+
+    assert train_teacher.main(args("teacher")) == 0
+    teacher = str(tmp_path / "models/teacher/model.pt")
+    assert train_student.main([*args("student"), "--teacher", teacher]) == 0
+    model = load_checkpoint(tmp_path / "models/student/model.pt", "kdlab.model/1")
+    assert model["arch"] == "spoter_tiny" and model["params"]["kd"]["method"] == "minilm"
+    assert 0 < model["metrics"]["train/kd"] < 100
+    metrics = json.loads((tmp_path / "metrics/student/metrics.json").read_text())
+    assert 0 <= metrics["test"]["acc"] <= 1

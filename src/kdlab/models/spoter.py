@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdlab.models import register_family
@@ -154,14 +155,25 @@ class SpoterTransformer(FeatureModel):
         self._mask = mask
         pos = self.pos[:frames] if self.position != "constant" else self.pos
         out = self.frame_proj(x) + pos
-        stages = {}
+        stages, last_input = {}, out
         for i, layer in enumerate(self.encoder):
+            last_input = out
             out = layer(out, mask)
             stages[f"encoder.{i}"] = out
+        extras = self.last_qkv(last_input) if "last_qkv" in self.extras else {}
         memory = self.encoder_norm(out)
         query = self.class_query.expand(len(x), -1, -1)  # (B, 1, D)
         for i, layer in enumerate(self.decoder):
             query = layer(query, memory, mask)
             stages[f"decoder.{i}"] = query
         embedding = self.decoder_norm(query)[:, 0]
-        return Features(stages, embedding, self.fc(embedding))
+        return Features(stages, embedding, self.fc(embedding), extras)
+
+    def last_qkv(self, last_input: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The last encoder self-attention's query, key and value projections (B, T, D) of its
+        input (post-norm: the layer's input itself), as nn.MultiheadAttention computes them;
+        for MiniLM, which applies the batch's padding mask."""
+        attention = self.encoder[-1].self_attn
+        q, k, v = F.linear(last_input, attention.in_proj_weight,
+                           attention.in_proj_bias).chunk(3, dim=-1)  # fmt: skip
+        return {"last_q": q, "last_k": k, "last_v": v}

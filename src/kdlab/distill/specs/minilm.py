@@ -1,4 +1,5 @@
-"""`kd.minilm:` params (Wang et al. 2020); the last attention layers of two ViTs."""
+"""`kd.minilm:` params (Wang et al. 2020); the last self-attention layers of two ViTs or of two
+sequence transformers (their encoders' last layers, with the padding mask)."""
 
 from __future__ import annotations
 
@@ -27,25 +28,39 @@ class MiniLMParams:
         check_range(f"{path}.weight", self.weight, 0, 1e6)
 
 
+def last_self_attention(info) -> tuple[int, int]:
+    """(tokens, width) of the layer MiniLM reads: a ViT's last block, a sequence transformer's
+    last encoder layer (its decoder's one query attends to nothing of its own)."""
+    if info.kind == "sequence":
+        encoder = [shape for name, shape in info.stages.items() if name.startswith("encoder.")]
+        return encoder[-1] if encoder else (0, 0)
+    return next(reversed(info.stages.values()))
+
+
+def last_heads(info) -> int:
+    """Heads of that layer (`attention_heads` lists the MHAs in network order, encoder first)."""
+    if info.kind == "sequence":
+        return info.attention_heads[sum(n.startswith("encoder.") for n in info.stages) - 1]
+    return info.attention_heads[-1]
+
+
 def check(params: MiniLMParams, pair: PairInfo) -> None:
     """Both networks need self-attention over the same tokens; the heads must line up."""
-    if "sequence" in (pair.student.kind, pair.teacher.kind):
-        raise ConfigError("kd.method minilm is built for two ViTs: a MiniLM term with padding "
-                          "masks for sequence transformers is not built yet; use logit, dkd, "
-                          "rkd or crd")  # fmt: skip
+    if pair.student.kind != pair.teacher.kind:
+        kinds = f"the teacher reads {pair.teacher.kind}s, the student {pair.student.kind}s"
+        raise ConfigError(f"kd.method minilm compares two networks of the same kind: {kinds}")
     for role, info in (("student", pair.student), ("teacher", pair.teacher)):
-        if not info.attention_heads:
+        if not info.attention_heads or last_self_attention(info)[0] == 0:
             raise ConfigError(f"kd.method minilm distils self-attention: the {role} has no "
-                              f"nn.MultiheadAttention; use two ViTs")  # fmt: skip
-    t_tokens, s_tokens = (
-        next(reversed(i.stages.values()))[0] for i in (pair.teacher, pair.student)
-    )
+                              f"self-attention layer; use two ViTs or two sequence "
+                              f"transformers with encoder layers")  # fmt: skip
+    t_tokens, s_tokens = (last_self_attention(i)[0] for i in (pair.teacher, pair.student))
     if t_tokens != s_tokens:
         raise ConfigError(f"kd.method minilm needs the same tokens in both networks; the "
                           f"teacher has {t_tokens}, the student {s_tokens}")  # fmt: skip
     r = params.relation_heads
     for role, info in (("teacher", pair.teacher), ("student", pair.student)):
-        width = next(reversed(info.stages.values()))[1]
+        width = last_self_attention(info)[1]
         if r and width % r:
             raise ConfigError(f"kd.minilm.relation_heads {r} does not divide the {role}'s "
                               f"width {width}")  # fmt: skip
@@ -53,7 +68,7 @@ def check(params: MiniLMParams, pair: PairInfo) -> None:
 
 def relation_heads(params: MiniLMParams, pair: PairInfo) -> int:
     """The heads both networks' relations are computed over (see `relation_heads`)."""
-    t_heads, s_heads = pair.teacher.attention_heads[-1], pair.student.attention_heads[-1]
+    t_heads, s_heads = (last_heads(info) for info in (pair.teacher, pair.student))
     return params.relation_heads or math.gcd(t_heads, s_heads)
 
 
