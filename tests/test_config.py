@@ -48,7 +48,7 @@ BAD_INPUTS = [
      "student.save_epochs must be strictly increasing, got [2, 1]"),
     ({"student.save_epochs": [5]}, "student.save_epochs[0] must be in [1, 3], got 5"),
     ({"student.label_smoothing": 1.0}, "student.label_smoothing must be in [0, 1), got 1.0"),
-    ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, "
+    ({"teacher.optimizer": "adam"}, "teacher.optimizer is not a known key; valid keys: arch, size, "
      "epochs, batch_size, eval_batch_size, lr, momentum, nesterov, weight_decay, schedule, "
      "milestones, gamma, label_smoothing, save_epochs, compile"),
     ({"student.compile": "yes"}, "student.compile must be true or false or one of auto, "

@@ -67,7 +67,12 @@ BASE = read_params_file(ROOT / "params.yaml")
 def leaf_paths(node, prefix=""):
     for key, value in node.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and path not in ("grid.alphas", "grid.axes"):
+        if isinstance(value, dict) and path not in (
+            "grid.alphas",
+            "grid.axes",
+            "teacher.size",
+            "student.size",
+        ):
             yield from leaf_paths(value, path + ".")
         else:
             yield path

@@ -110,7 +110,10 @@ def test_invalid_params_then_dvc_repro_leaves_everything(repo, key, guarded):
                                        "student.arch=none", "analyze.case_studies=[nope]"],
                                       ["data.name=seq_motifs", "data.crop_padding=2",
                                        "teacher.arch=spoter_small",
-                                       "student.arch=none"]])  # fmt: skip
+                                       "student.arch=none"],
+                                      ["teacher.size.depth=32"],
+                                      ["data.name=seq_motifs", "teacher.arch=spoter_small",
+                                       "student.arch=none", "teacher.size.heads=5"]])  # fmt: skip
 def test_invalid_exp_run_set_param_leaves_everything(repo, settings):
     before = outputs(repo)
     sets = [arg for setting in settings for arg in ("-S", setting)]

@@ -139,6 +139,9 @@ class TrainConfig:
 
     arch: str = "resnet20"
     """Model name (kdlab.architectures.arch_names())."""
+    size: dict = dataclasses.field(default_factory=dict)
+    """Sizes over the preset `arch`'s, for families that take them (spoter: dim, heads,
+    encoder_layers, decoder_layers, ff_dim, dropout, position, spoter_decoder); {}: the preset."""
     epochs: int = 30
     """Number of passes over the training split."""
     batch_size: int = 64
@@ -178,6 +181,14 @@ class TrainConfig:
         # student.arch: none is a study of one model (kdlab.distill.spec.NO_STUDENT)
         none = [NO_STUDENT] if isinstance(self, StudentConfig) else []
         check_choice(f"{path}.arch", self.arch, [*arch_names(), *none])
+        if self.arch == NO_STUDENT:
+            if self.size:
+                raise ConfigError(f"{path}.size must be {{}} when {path}.arch is none, got "
+                                  f"{self.size!r}")  # fmt: skip
+        else:
+            from kdlab.architectures import check_size
+
+            check_size(f"{path}.size", self.arch, self.size)
         check_range(f"{path}.epochs", self.epochs, 1, 100_000)
         check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
         check_range(f"{path}.eval_batch_size", self.eval_batch_size, 1, 1 << 20)
@@ -384,6 +395,10 @@ class Params:
 
             other = SEQUENCE_KEYS if DATASETS[value.name].kind == "image" else IMAGE_KEYS
             return {k: v for k, v in _plain(dataclasses.asdict(value)).items() if k not in other}
+        if isinstance(value, TrainConfig):
+            # `size` only where it is set: a preset's model metadata stays what it was.
+            plain = _plain(dataclasses.asdict(value))
+            return plain if value.size else {k: v for k, v in plain.items() if k != "size"}
         if dataclasses.is_dataclass(value):
             return _plain(dataclasses.asdict(value))
         return value

@@ -153,7 +153,10 @@ def check_axes_exist(raw: Mapping, grid: GridConfig) -> None:
     for key in grid.axes:
         for param in axis_paths(key):
             node: Any = raw
-            for part in param.split("."):
+            parts = param.split(".")
+            if len(parts) == 3 and parts[0] in ("teacher", "student") and parts[1] == "size":
+                continue  # a size over the preset's (checked with each experiment's params)
+            for part in parts:
                 if not isinstance(node, Mapping) or part not in node:
                     raise ConfigError(f"grid.axes.{key}: {param} is not a param of params.yaml "
                                       f"(no {part!r} there)")  # fmt: skip

@@ -103,15 +103,16 @@ def check_outputs_writable(root: Path, outputs: list[str]) -> None:
                 )
 
 
-def _param_count(arch: str) -> int:
-    """Parameters of a network, estimated from its registered config: 3×3 convolutions for the
-    residual families, attention + MLP blocks for ViTs (biases and norms are noise here)."""
-    from kdlab.architectures import get_arch
+def _param_count(arch: str, size: dict | None = None) -> int:
+    """Parameters of a network, estimated from its registered config (with `<role>.size`): 3×3
+    convolutions for the residual families, attention + MLP blocks for ViTs (biases and norms
+    are noise here)."""
+    from kdlab.architectures import get_arch, sized_config
 
     if arch == NO_STUDENT:  # a study of one model
         return 0
     spec = get_arch(arch)
-    config = spec.config
+    config = sized_config(arch, size)
     if spec.family == "spoter":  # attention (4 d²) and feed-forward (2 d·ff) per layer
         layers = config["encoder_layers"] + config["decoder_layers"]
         # + the head (100 classes), positions and frame projection, as the families above
@@ -138,16 +139,14 @@ def estimate_output_bytes(params: Params) -> dict[str, int]:
     checkpoint with its optimizer state), the activations `extract` caches (final and
     milestones); times SAFETY_FACTOR for DVC's cache copy."""
     from kdlab.data.datasets import DATASETS
-    from kdlab.distill.spec import pair_shapes
+    from kdlab.distill.spec import params_pair_shapes
 
     spec = DATASETS[params.data.name]
     sizes = {f"data/{params.data.name}": spec.sample_bytes * spec.train_size * 2}
     for role, cfg in (("teacher", params.teacher), ("student", params.student)):
-        weights = 4 * _param_count(cfg.arch)
+        weights = 4 * _param_count(cfg.arch, cfg.size)
         sizes[f"models/{role}"] = weights * (1 + len(cfg.save_epochs) + 3)
-    pair, teacher_layers, student_layers = pair_shapes(
-        params.data.name, params.teacher.arch, params.student.arch
-    )
+    pair, teacher_layers, student_layers = params_pair_shapes(params)
     if pair.student is None:  # a study of one model
         layers = params.extract.layers or list(teacher_layers)
     else:
@@ -227,6 +226,21 @@ def check_external(root: Path, params: Params) -> None:
     if actual != ext.sha256:
         raise ConfigError(f"external.path {ext.path} has sha256 {actual}, but external.sha256 "
                           f"is {ext.sha256}: not the file the params name")  # fmt: skip
+    if not Path(ext.path).is_absolute() and untracked_by_git(root, ext.path):
+        raise ConfigError(f"external.path {ext.path} is relative and not tracked by git: a "
+                          f"queued experiment (dvc exp run --queue, a grid, SLURM) runs in a "
+                          f"copy of the repository without it; give its absolute path "
+                          f"({path.resolve()}) or `git add` it")  # fmt: skip
+
+
+def untracked_by_git(root: Path, relative: str) -> bool:
+    """Whether `relative` is a file git does not track in the repository at `root` (False
+    outside a git repository: nothing is copied then)."""
+    import subprocess
+
+    proc = subprocess.run(["git", "ls-files", "--error-unmatch", "--", relative], cwd=root,
+                          capture_output=True, text=True)  # fmt: skip
+    return proc.returncode != 0 and "not a git repository" not in proc.stderr
 
 
 def dropped_outputs(root: Path, raw: Mapping, dvc_yaml: Path) -> list[str]:

@@ -148,6 +148,14 @@ def trains_one_model(name: str, params: dict) -> bool:
     return is_teacher_experiment(name) or is_one_model(params)
 
 
+def _label(params: dict, role: str) -> str:
+    """`<role>.arch`, with its `<role>.size` where one is set (kdlab.architectures.arch_label)."""
+    from kdlab.architectures import arch_label
+
+    size = _get(params, role, "size")
+    return arch_label(str(_get(params, role, "arch")), size if isinstance(size, dict) else None)
+
+
 def describe(name: str, state: str, params: dict, baseline: str) -> Row:
     """A row's identity columns from the experiment's params.yaml."""
     from kdlab.grid import is_teacher_experiment
@@ -158,8 +166,8 @@ def describe(name: str, state: str, params: dict, baseline: str) -> Row:
     alpha = _get(params, "kd", "alpha")
     return Row(
         name=name, state=state, dataset=str(_get(params, "data", "name") or ""),
-        pair=(f"{_get(params, 'teacher', 'arch')}" if teacher else
-              f"{_get(params, 'teacher', 'arch')}→{_get(params, 'student', 'arch')}"),
+        pair=(_label(params, "teacher") if teacher else
+              f"{_label(params, 'teacher')}→{_label(params, 'student')}"),
         method=("teacher" if is_teacher_experiment(name) else "one model") if teacher else method,
         alpha=float(alpha) if method not in ("", "none") and alpha is not None else None,
         seed=_get(params, "seed"), baseline=baseline,

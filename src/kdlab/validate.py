@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kdlab.config import Params, params_from_dict, read_params_file
-from kdlab.distill.spec import PairInfo, pair_shapes
+from kdlab.distill.spec import PairInfo, params_pair_shapes
 from kdlab.distill.specs import get_spec, load_specs
 from kdlab.errors import ConfigError
 from kdlab.schema import load_yaml
@@ -65,9 +65,7 @@ def check_layers(params: Params, teacher_layers: tuple, student_layers: tuple) -
 def check_params(params: Params) -> None:
     """What needs the networks' shapes (computed, not probed): KD methods against the pair,
     layer names."""
-    pair, teacher_layers, student_layers = pair_shapes(
-        params.data.name, params.teacher.arch, params.student.arch
-    )
+    pair, teacher_layers, student_layers = params_pair_shapes(params)
     if pair.student is None:  # one model: no student, so no KD method applies or is checked
         if params.kd.method == "ft":
             raise ConfigError("student.arch none trains no student, and kd.method ft would "

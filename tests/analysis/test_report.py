@@ -232,3 +232,39 @@ def test_every_swept_metric_has_a_labelled_axis():
     assert rep.axis_label("acc") == "accuracy"
     assert rep.axis_label("cka/stage1") == "CKA with the teacher"
     assert rep.axis_label("attn_match/block4").startswith("matched attention similarity")
+
+
+def model_exp(name, seed, acc, teacher=None, external=None):
+    """A study of one model on JapaneseVowels (`student.arch: none`): one metrics step."""
+    data = {
+        "timestamp": "2026-12-07T10:00:00",
+        "params": {"params.yaml": {"data": {
+            "seed": seed, "data": {"name": "japanese_vowels"},
+            "teacher": teacher or {"arch": "spoter_small", "epochs": 40},
+            "student": {"arch": "none"}, "kd": {"method": "none", "alpha": 0.5},
+            "external": external or {"path": "", "sha256": ""}}}},
+        "metrics": {"metrics/teacher/metrics.json": {"data": {"test": {"acc": acc}, "step": 0}},
+                    "metrics/student/metrics.json": {"data": {}}},
+    }  # fmt: skip
+    return {"name": name, "executor": None, "revs": [{"rev": name, "data": data}]}
+
+
+def test_an_imported_model_is_labelled_and_has_no_epochs_to_fall_short_of():
+    imported = {"path": "/abs/spoter.pt", "sha256": "a" * 64}
+    exps = [model_exp(f"jv-import-s{s}", s, 0.95, external=imported) for s in (0, 1)]
+    report = rep.build_report(rep.parse_exp_show([{"rev": "abc", "experiments": exps}]))
+    assert report.problems == [] and set(report.finished["pair"]) == {
+        "imported spoter_small (one model)"}  # fmt: skip
+    assert report.epochs == "the imported models' evaluation (not trained here)"
+    trained = [model_exp("jv-s0", 0, 0.9)]  # trained here for 40 epochs, stopped after 1
+    report = rep.build_report(rep.parse_exp_show([{"rev": "abc", "experiments": trained}]))
+    assert report.problems == ["jv-s0: metrics are from epoch 1, not the final epoch 40"]
+
+
+def test_a_sized_model_is_named_with_its_sizes():
+    teacher = {"arch": "spoter_small", "epochs": 1, "size": {"heads": 6, "dim": 96}}
+    runs = rep.parse_exp_show([{"rev": "abc", "experiments": [model_exp("a", 0, 0.9, teacher)]}])
+    assert list(runs["pair"]) == ["spoter_small{dim=96,heads=6} (one model)"]
+    assert rep._slug("spoter_small{dim=96,heads=6}→spoter_tiny") == (
+        "spoter_small-dim96-heads6-to-spoter_tiny"
+    )

@@ -128,3 +128,34 @@ def test_the_teacher_stage_imports_and_never_trains(tmp_path, monkeypatch, capsy
     assert train_teacher.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "external.sha256 is 1111" in err[0]
+
+
+def test_a_relative_external_path_must_be_tracked_by_git(tmp_path):
+    """A queued experiment runs in a copy of the repository: a relative path git does not
+    track would not be there, so the check refuses it in one line naming the absolute path."""
+    import subprocess
+
+    from kdlab.config import params_from_dict
+    from kdlab.errors import ConfigError
+    from kdlab.preflight import check_external
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    torch.manual_seed(0)
+    _, sha = save({"state_dict": make_model("spoter_small", 3, 4, 48).state_dict()},
+                  repo / "model.pt")  # fmt: skip
+    params = params_from_dict(tiny_params(**{
+        "data.name": "seq_motifs", "teacher.arch": "spoter_small", "student.arch": "none",
+        "kd.method": "none", "external.path": "model.pt", "external.sha256": sha}))  # fmt: skip
+    with pytest.raises(ConfigError, match="is relative and not tracked by git") as caught:
+        check_external(repo, params)
+    assert str((repo / "model.pt").resolve()) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    subprocess.run(["git", "add", "model.pt"], cwd=repo, check=True)
+    check_external(repo, params)  # tracked: every copy of the repository has it
+    absolute = params_from_dict(tiny_params(**{
+        "data.name": "seq_motifs", "teacher.arch": "spoter_small", "student.arch": "none",
+        "kd.method": "none", "external.path": str(repo / "model.pt"),
+        "external.sha256": sha}))  # fmt: skip
+    check_external(tmp_path, absolute)

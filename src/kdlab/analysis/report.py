@@ -37,6 +37,7 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
 from kdlab.analysis.stats import CONFIDENCE, paired_delta
+from kdlab.architectures import arch_label
 from kdlab.config import NO_STUDENT
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.flat import flatten
@@ -105,18 +106,23 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
     kd = params.get("kd", {})
     method = kd.get("method")
     state = (executor or {}).get("state") or ("failed" if entry.get("error") else "success")
-    t_arch, s_arch = params.get("teacher", {}).get("arch"), params.get("student", {}).get("arch")
-    pair = f"{t_arch}→{s_arch}"
+    s_arch = params.get("student", {}).get("arch")
+    t_label, s_label = (arch_label(params.get(r, {}).get("arch"), params.get(r, {}).get("size"))
+                        for r in ("teacher", "student"))  # fmt: skip
+    if (params.get("external") or {}).get("path"):  # kdlab.training.external: not trained here
+        t_label = f"imported {t_label}"
+    pair = f"{t_label}→{s_label}"
     role = "student"
     if s_arch == NO_STUDENT:  # a study of one model: its accuracy is the teacher stage's
         student, teacher, pair, method, role = (
             teacher,
             {},
-            f"{t_arch} (one model)",
+            f"{t_label} (one model)",
             ONE_MODEL,
             "teacher",
         )
     step = student.get("step")
+    imported = role == "teacher" and bool((params.get("external") or {}).get("path"))
     return {
         "name": name or entry.get("name") or str(entry.get("rev", ""))[:7],
         "rev": entry.get("rev"),
@@ -129,8 +135,9 @@ def _record(entry: dict, name: str | None, executor: dict | None) -> dict:
         "seed": params.get("seed"),
         "acc": student.get("test", {}).get("acc"),
         "teacher_acc": teacher.get("test", {}).get("acc"),
-        "epoch": None if step is None else int(step) + 1,
-        "epochs": params.get(role, {}).get("epochs"),
+        # an imported model has no epochs here: its one metrics step is its evaluation
+        "epoch": None if step is None or imported else int(step) + 1,
+        "epochs": None if imported else params.get(role, {}).get("epochs"),
         **{key: value for key, value in analysis.items() if isinstance(value, int | float)},
         **_param_values(params, method),
     }
@@ -303,6 +310,8 @@ def summarize(finished: pd.DataFrame, paired: pd.DataFrame, keys: list[str],
 def epochs_text(finished: pd.DataFrame) -> str:
     epochs = sorted({int(e) for e in finished["epoch"].dropna()})
     configured = sorted({int(e) for e in finished["epochs"].dropna()})
+    if not epochs:
+        return "the imported models' evaluation (not trained here)"
     if epochs == configured and len(epochs) == 1:
         return f"the final epoch (epoch {epochs[0]} of {epochs[0]})"
     return f"the last epoch each run recorded (epochs {', '.join(map(str, epochs))})"
@@ -341,7 +350,9 @@ def _panel_grid(n: int, width: float, height: float, per_row: int = 3, layout=No
 
 
 def _slug(text: str) -> str:
-    return text.replace("→", "-to-").replace("/", "_")
+    """A pair label as a file name: `a{dim=96,heads=6}→b` -> `a-dim96-heads6-to-b`."""
+    text = text.replace("→", "-to-").replace("/", "_").replace("{", "-").replace("}", "")
+    return text.replace(",", "-").replace("=", "")
 
 
 def _fmt(mean: float, std: float | None = None, digits: int = 4) -> str:

@@ -14,7 +14,7 @@ import kdlab.distill
 from kdlab import config
 from kdlab.config import load_params
 from kdlab.distill.base import METHODS, Distiller, MethodSpec
-from kdlab.distill.spec import PairInfo, pair_shapes
+from kdlab.distill.spec import PairInfo, params_pair_shapes
 from kdlab.distill.specs import get_spec, load_specs
 from kdlab.errors import ConfigError
 
@@ -53,7 +53,7 @@ def check_method_fits_models(params) -> None:
     """Refuse a KD method that cannot serve this teacher/student pair, saying why."""
     if params.kd.method == "none" or params.one_model:  # no student: no KD
         return
-    pair, _, _ = pair_shapes(params.data.name, params.teacher.arch, params.student.arch)
+    pair, _, _ = params_pair_shapes(params)
     get_spec(params.kd.method).check(params.kd.method_params, pair)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kdlab.architectures import ShapeInfo, feature_shapes, layer_names
+from kdlab.architectures import ShapeInfo, Size, feature_shapes, layer_names, size_items
 from kdlab.config import NO_STUDENT
 from kdlab.errors import ConfigError
 
@@ -78,22 +78,30 @@ def register_spec(name: str, params_cls: type | None = None,
 
 @functools.cache
 def pair_shapes(
-    dataset: str, teacher_arch: str, student_arch: str
-) -> tuple[PairInfo, tuple, tuple]:
+    dataset: str, teacher_arch: str, student_arch: str, teacher_size: Size = (),
+    student_size: Size = (),
+) -> tuple[PairInfo, tuple, tuple]:  # fmt: skip
     """Both networks' shapes on the dataset's images (or sequences), and their extractable
-    layers (teacher, student), computed (kdlab.architectures), not probed. With
-    `student.arch: none` (a study of one model) the student's are None and ()."""
+    layers (teacher, student), computed (kdlab.architectures), not probed; sizes are
+    `<role>.size` as `size_items`. With `student.arch: none` (a study of one model) the
+    student's are None and ()."""
     from kdlab.architectures import check_arch_kind
     from kdlab.data.datasets import DATASETS
 
     spec = DATASETS[dataset]
     check_arch_kind("teacher.arch", teacher_arch, spec.kind, dataset)
-    teacher = feature_shapes(teacher_arch, spec.num_classes, spec.input_size)
+    teacher = feature_shapes(teacher_arch, spec.num_classes, spec.input_size, teacher_size)
     if student_arch == NO_STUDENT:
         return PairInfo(None, teacher), layer_names(teacher), ()
     check_arch_kind("student.arch", student_arch, spec.kind, dataset)
-    student = feature_shapes(student_arch, spec.num_classes, spec.input_size)
+    student = feature_shapes(student_arch, spec.num_classes, spec.input_size, student_size)
     return PairInfo(student, teacher), layer_names(teacher), layer_names(student)
+
+
+def params_pair_shapes(params) -> tuple[PairInfo, tuple, tuple]:
+    """`pair_shapes` of validated Params: dataset, both archs and their sizes."""
+    sizes = (size_items(params.teacher.size), size_items(params.student.size))
+    return pair_shapes(params.data.name, params.teacher.arch, params.student.arch, *sizes)
 
 
 def check_stage_names(path: str, names: tuple[str, ...], pair: PairInfo) -> None:

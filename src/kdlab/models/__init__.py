@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 from kdlab.architectures import load_archs
 from kdlab.errors import ConfigError
@@ -44,11 +45,15 @@ MODELS: dict[str, Callable[..., FeatureModel]] = {
 """Architecture name -> constructor(in_channels, num_classes, image_size)."""
 
 
-def make_model(arch: str, in_channels: int, num_classes: int, image_size: int = 32) -> FeatureModel:
-    """Build `arch` for square images of `image_size` pixels, `in_channels`, `num_classes`."""
+def make_model(arch: str, in_channels: int, num_classes: int, image_size: int = 32,
+               size: Mapping[str, Any] | None = None) -> FeatureModel:  # fmt: skip
+    """Build `arch` for square images of `image_size` pixels (a sequence model: sequences of
+    at most `image_size` frames), `in_channels`, `num_classes`; `size` (`<role>.size`, checked
+    by kdlab.architectures.check_size) overrides the preset's hyper-parameters."""
     if arch not in MODELS:
         raise ConfigError(f"arch must be one of {', '.join(MODELS)}, got {arch!r}")
-    return MODELS[arch](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    return MODELS[arch](in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                        **dict(size or {}))  # fmt: skip
 
 
 __all__ = ["MODELS", "FeatureModel", "Features", "ShapeInfo", "make_model", "probe_shapes"]

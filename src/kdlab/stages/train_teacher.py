@@ -46,15 +46,15 @@ def import_external(params, dataset, device, outputs) -> None:
     from kdlab.training.checkpoint import MODEL_FORMAT, save_checkpoint
     from kdlab.training.external import load_external
     from kdlab.training.loop import evaluate
-    from kdlab.training.run import make_loaders, role_params, write_metrics
+    from kdlab.training.run import arch_size, make_loaders, role_params, write_metrics
 
     ext, cfg = params.external, params.teacher
     model = load_external(ext.path, ext.sha256, cfg.arch, dataset.in_channels,
-                          dataset.num_classes, dataset.image_size).to(device)  # fmt: skip
+                          dataset.num_classes, dataset.image_size, cfg.size).to(device)  # fmt: skip
     _, test_loader = make_loaders(cfg, params, dataset, device)
     test = evaluate(model, test_loader, device)
     metrics = {"test/loss": test["loss"], "test/acc": test["acc"]}
-    payload = {"format": MODEL_FORMAT, "role": "teacher", "arch": cfg.arch,
+    payload = {"format": MODEL_FORMAT, "role": "teacher", "arch": cfg.arch, **arch_size(cfg),
                "in_channels": dataset.in_channels, "num_classes": dataset.num_classes,
                "image_size": dataset.image_size, "state_dict": model.state_dict(),
                "distiller_state_dict": {}, "params": role_params("teacher", params),

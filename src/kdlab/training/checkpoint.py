@@ -106,7 +106,7 @@ def load_model(path: str | Path, device: torch.device):
 
     payload = load_checkpoint(path, MODEL_FORMAT)
     model = make_model(payload["arch"], payload["in_channels"], payload["num_classes"],
-                       payload.get("image_size", 32))  # fmt: skip
+                       payload.get("image_size", 32), payload.get("size"))  # fmt: skip
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -80,8 +80,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_external(path: str | Path, sha256: str, arch: str, in_channels: int, num_classes: int,
-                  image_size: int) -> torch.nn.Module:  # fmt: skip
-    """`arch` built for the dataset, with the file's weights (strictly: every name and shape)."""
+                  image_size: int, size: dict | None = None) -> torch.nn.Module:  # fmt: skip
+    """`arch` (with `teacher.size`) built for the dataset, with the file's weights (strictly:
+    every name and shape)."""
     from kdlab.models import make_model
 
     path = Path(path)
@@ -92,7 +93,7 @@ def load_external(path: str | Path, sha256: str, arch: str, in_channels: int, nu
         raise CheckpointError(f"external.path {path} has sha256 {actual}, but external.sha256 "
                               f"is {sha256}: not the file the params name")  # fmt: skip
     state = read_state_dict(path)
-    model = make_model(arch, in_channels, num_classes, image_size)
+    model = make_model(arch, in_channels, num_classes, image_size, size)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -105,7 +105,8 @@ def teacher_setup(params: Params, dataset: Dataset) -> RoleSetup:
     from kdlab.distill.none import NoDistillation
 
     cfg = params.teacher
-    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
+    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size,
+                       cfg.size)  # fmt: skip
     loss_setup = LossSetup(alpha=0.0, label_smoothing=cfg.label_smoothing)
     return RoleSetup(model, NoDistillation(None), loss_setup, "kdlab.stages.train_teacher")
 
@@ -146,6 +147,7 @@ def model_payload(
         "format": MODEL_FORMAT,
         "role": role,
         "arch": cfg.arch,
+        **arch_size(cfg),
         "in_channels": dataset.in_channels,
         "num_classes": dataset.num_classes,
         "image_size": dataset.image_size,
@@ -155,6 +157,12 @@ def model_payload(
         "epoch": state.epoch,
         "metrics": dict(state.history[-1]) if state.history else {},
     }
+
+
+def arch_size(cfg: TrainConfig) -> dict[str, Any]:
+    """A model checkpoint's `size` (what load_model rebuilds the network with), only where
+    `<role>.size` is set: a preset's checkpoint stays byte-identical to what it was."""
+    return {"size": dict(cfg.size)} if cfg.size else {}
 
 
 def resume_payload(state: TrainState, fingerprint: str) -> dict:

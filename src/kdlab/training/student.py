@@ -31,7 +31,8 @@ def student_setup(
     cfg = params.student
     method = params.kd.method
     artifacts = dict(artifacts or {})
-    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size)
+    model = make_model(cfg.arch, dataset.in_channels, dataset.num_classes, dataset.image_size,
+                       cfg.size)  # fmt: skip
     teacher, inputs = None, {}
     pair = None
     if method != "none":
