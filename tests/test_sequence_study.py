@@ -95,7 +95,7 @@ def test_japanese_vowels_study_of_one_model_end_to_end(tmp_path, mirror):
 
     shown = run(["kdlab", "show"], cwd=repo, check=False).stdout
     assert "jv-model" in shown and "one model" in shown, shown
-    run(["kdlab", "report", "--out", "report"], cwd=repo)
+    run(["kdlab", "report", "--dataset", "japanese_vowels", "--out", "report"], cwd=repo)
     summary = (repo / "report/summary.md").read_text()
     assert "Studies of one model" in summary and "spoter_small (one model)" in summary
 

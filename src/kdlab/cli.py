@@ -84,7 +84,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         except ValueError:
             raise ConfigError(f"--since must be a date like 2026-11-21 or 2026-11-21T14:00, "
                               f"got {args.since!r}") from None  # fmt: skip
-    runs = rep.select(rep.load_experiments(args.repo), args.only)
+    runs = rep.select_dataset(rep.select(rep.load_experiments(args.repo), args.only), args.dataset)
     report = rep.build_report(runs, rep.grid_seeds(args.repo / "params.yaml"))
     rep.check_alignment(report, args.alignment)  # before anything is written
     command = shlex.join(["kdlab", *args.argv])
@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("plots/report"))
     report.add_argument("--since", help="also list experiments finished since this date")
     report.add_argument("--only", help="experiment names matching this glob, e.g. 'cifar100-*'")
+    report.add_argument("--dataset", help="only the experiments on this dataset (data.name)")
     report.add_argument("--alignment", default="cka/embedding",
                         help="analysis metric on the x axis of the accuracy scatter")  # fmt: skip
     report.set_defaults(func=cmd_report)

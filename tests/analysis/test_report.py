@@ -268,3 +268,27 @@ def test_a_sized_model_is_named_with_its_sizes():
     assert rep._slug("spoter_small{dim=96,heads=6}→spoter_tiny") == (
         "spoter_small-dim96-heads6-to-spoter_tiny"
     )
+
+
+def test_dataset_selects_the_experiments_of_one_dataset(paired_runs):
+    both = pd.concat([paired_runs, rep.parse_exp_show([{"rev": "abc", "experiments": [
+        model_exp("jv-s0", 0, 0.98, {"arch": "spoter_small", "epochs": 1})]}])])  # fmt: skip
+    assert set(rep.select_dataset(both, "japanese_vowels")["name"]) == {"jv-s0"}
+    assert len(rep.select_dataset(both, None)) == len(both)
+    with pytest.raises(
+        rep.ConfigError,
+        match="--dataset 'mnist' matches no experiment; the "
+        "experiments are on fashion_mnist, japanese_vowels",
+    ):
+        rep.select_dataset(both, "mnist")
+
+
+def test_a_report_of_only_studies_of_one_model_writes_no_alignment_figure(paired_runs, tmp_path):
+    """--dataset leaves the other datasets' metric columns behind (empty): no scatter of them."""
+    both = pd.concat([paired_runs, rep.parse_exp_show([{"rev": "abc", "experiments": [
+        model_exp(f"jv-s{s}", s, 0.98, {"arch": "spoter_small", "epochs": 1}) for s in (0, 1)
+    ]}])])  # fmt: skip
+    report = rep.build_report(rep.select_dataset(both, "japanese_vowels"))
+    written = rep.write_report(report, tmp_path, "fidelity/top1_agreement")
+    assert "acc_vs_alignment.png" not in {p.name for p in written}
+    assert "spoter_small (one model)" in (tmp_path / "summary.md").read_text()

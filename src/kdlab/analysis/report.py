@@ -674,7 +674,8 @@ def write_report(report: Report, out_dir: Path, alignment: str,
     for prefix, (title, file_prefix) in ALIGNMENT.items():
         if aligned[prefix]:
             written += plot_heatmaps(report, aligned[prefix], out_dir, title, file_prefix)
-    if alignment in report.finished.columns:
+    paired_runs = report.finished[report.finished["method"] != ONE_MODEL]
+    if alignment in paired_runs.columns and paired_runs[alignment].notna().any():
         written.append(plot_accuracy_vs_alignment(report, alignment, out_dir))
     if since is not None:
         written.append(out_dir / "since.md")
@@ -733,6 +734,19 @@ def select(runs: pd.DataFrame, pattern: str | None) -> pd.DataFrame:
     chosen = runs[names.map(lambda n: fnmatch.fnmatchcase(str(n), pattern))]
     if chosen.empty:
         raise ConfigError(f"--only {pattern!r} matches no experiment")
+    return chosen
+
+
+def select_dataset(runs: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+    """`--dataset`: the experiments on one dataset (`data.name`); one line naming the datasets
+    there are when none is on it."""
+    if not dataset:
+        return runs
+    present = sorted({str(d) for d in runs["dataset"].dropna()}) if "dataset" in runs else []
+    chosen = runs[runs["dataset"] == dataset] if "dataset" in runs else runs.iloc[0:0]
+    if chosen.empty:
+        raise ConfigError(f"--dataset {dataset!r} matches no experiment; the experiments are on "
+                          f"{', '.join(present) or 'no dataset'}")  # fmt: skip
     return chosen
 
 
