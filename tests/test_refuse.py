@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlab.config import SEQUENCE_KEYS
+from kdlab.distill.registry import params_from_dict
 from kdlab.schema import load_yaml
 
 from .conftest import run, tiny_params, tool_env, write_params
@@ -272,11 +272,12 @@ def test_two_exp_runs_in_one_workspace_never_mix_params(repo):
         for role in ("teacher", "student"):  # what each network's checkpoint says it used
             trained = torch.load(repo / f"models/{role}/model.pt", map_location="cpu",
                                  weights_only=False)["params"]  # fmt: skip
+            # The recorded params as a checkpoint states them (an image model's data section
+            # without the sequence keys, a preset's role section without its empty size).
+            stated = params_from_dict(recorded)
             for section, values in trained.items():  # (tuples in the checkpoint, lists in YAML)
-                if section == "data":  # an image model's metadata leaves out the sequence keys
-                    recorded = {**recorded, "data": {k: v for k, v in recorded["data"].items()
-                                                     if k not in SEQUENCE_KEYS}}  # fmt: skip
-                assert recorded[section] == json.loads(json.dumps(values)), (role, section)
+                plain = json.loads(json.dumps(stated.section(section)))
+                assert plain == json.loads(json.dumps(values)), (role, section)
         assert trained["kd"]["alpha"] == 0.6
     finally:
         (repo / "params.yaml").write_bytes(committed)
