@@ -1,0 +1,1 @@
+"""Sparse autoencoders trained from activation shards: held-out evaluation, top-k examples."""
