@@ -61,7 +61,7 @@ BAD_INPUTS = [
     ({"seed": -3}, "seed must be in [0, 4294967295], got -3"),
     ({"device": "tpu"}, "device must be one of auto, cpu, cuda, got 'tpu'"),
     ({"trainer": {}}, "trainer is not a known section; valid: seed, device, data, teacher, "
-     "student, kd, extract, analyze, external, grid, slurm"),
+     "student, kd, extract, analyze, external, shards, sae, grid, slurm"),
 ]  # fmt: skip
 
 

@@ -17,6 +17,8 @@ from kdlab.config import (
     ExternalConfig,
     ExtractConfig,
     KDConfig,
+    SAETrainConfig,
+    ShardsConfig,
     StudentConfig,
     TeacherConfig,
 )
@@ -43,7 +45,7 @@ def defaults() -> dict:
            if spec.params_cls is not None}  # fmt: skip
     sections = {"data": DataConfig(), "teacher": TeacherConfig(), "student": StudentConfig(),
                 "extract": ExtractConfig(), "analyze": AnalyzeConfig(), "grid": GridConfig(),
-                "external": ExternalConfig(),
+                "external": ExternalConfig(), "shards": ShardsConfig(), "sae": SAETrainConfig(),
                 "slurm": SlurmConfig()}  # fmt: skip
     out = {"device": "auto", **{k: dataclasses.asdict(v) for k, v in sections.items()}, "kd": kd}
     return plain(out)

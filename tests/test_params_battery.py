@@ -25,6 +25,8 @@ from kdlab.config import (
     DataConfig,
     ExternalConfig,
     ExtractConfig,
+    SAETrainConfig,
+    ShardsConfig,
     StudentConfig,
     TeacherConfig,
     read_params_file,
@@ -38,7 +40,8 @@ from kdlab.validate import check_raw
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"data": DataConfig, "teacher": TeacherConfig, "student": StudentConfig,
             "extract": ExtractConfig, "analyze": AnalyzeConfig, "grid": GridConfig,
-            "slurm": SlurmConfig, "external": ExternalConfig}  # fmt: skip
+            "slurm": SlurmConfig, "external": ExternalConfig, "shards": ShardsConfig,
+            "sae": SAETrainConfig}  # fmt: skip
 TOP = {"seed": int, "device": typing.Literal["auto", "cpu", "cuda"], "kd.method": str,
        "kd.alpha": float}  # fmt: skip
 
@@ -175,8 +178,9 @@ def test_lists_a_method_or_measure_needs_are_never_empty_or_duplicated(path):
     """Empty lists are refused wherever an entry is needed (kd.at.stages, kd.nst.stages, the grid's
     own lists); where empty has a meaning (extract.layers: every layer; analyze.sae_layers: no
     SAE; milestones, save_epochs, slurm.extra: none; case_studies: default samples; grid.methods:
-    no KD students) it is accepted. A duplicate never is."""
+    no KD students; shards.layers: no shards, no SAE) it is accepted. A duplicate never is."""
     empty_means_something = {"extract.layers", "analyze.sae_layers", "teacher.milestones",
+                             "shards.layers",
                              "student.milestones", "teacher.save_epochs", "student.save_epochs",
                              "slurm.extra", "analyze.case_studies", "grid.methods"}  # fmt: skip
     raw = copy.deepcopy(BASE)
@@ -189,6 +193,7 @@ def test_lists_a_method_or_measure_needs_are_never_empty_or_duplicated(path):
     original = BASE_VALUE[path] or {
         "extract.layers": ["stage1"],
         "analyze.sae_layers": ["embedding"],
+        "shards.layers": ["embedding"],
         "slurm.extra": ["--qos=high"],
     }.get(path, [5])
     raw = copy.deepcopy(BASE)

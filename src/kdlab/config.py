@@ -334,6 +334,84 @@ class AnalyzeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardsConfig:
+    """`shards:` dataset-scale activations for SAEs (stage `shards`, kdlab.extract.stream):
+    every token of every sample of one split, one row each, in memmapped shard files."""
+
+    layers: tuple[str, ...] = ()
+    """Layers of `model` to write (each gets its own SAE); empty = none (the SAE stages only
+    write placeholders)."""
+    model: Literal["teacher", "student"] = "teacher"
+    """Whose activations: the teacher stage's network (a study of one model: the model)."""
+    split: Literal["train", "test"] = "train"
+    """The split written, every sample of it (the SAE holds out whole samples of it)."""
+    shard_rows: int = 65_536
+    """Rows per shard file (the last one holds the rest)."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the rows."""
+    batch_size: int = 256
+    """Forward batch size while writing."""
+
+    def validate(self, path: str) -> None:
+        if self.layers:
+            check_items(f"{path}.layers", self.layers)
+        check_range(f"{path}.shard_rows", self.shard_rows, 1, 1 << 30)
+        check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class SAETrainConfig:
+    """`sae:` one sparse autoencoder per `shards.layers` layer (stage `train_sae`, kdlab.sae),
+    trained streaming from its shards. Defaults in brackets are saev's (samuelstevens/saev)."""
+
+    expansion: int = 16
+    """Latents = expansion × the layer's width [16]."""
+    l1: float = 4e-4
+    """λ, the L1 sparsity weight on rows normalised to mean norm √d [4e-4]."""
+    lr: float = 4e-4
+    """Adam's peak learning rate [4e-4]."""
+    lr_warmup: int = 500
+    """Steps of linear learning-rate warm-up [500]."""
+    l1_warmup: int = 0
+    """Steps of linear λ warm-up [0]."""
+    batch_size: int = 1024
+    """Rows per step [16384, on a GPU]."""
+    epochs: int = 1
+    """Passes over the training rows."""
+    normalize: bool = True
+    """Subtract the mean and scale rows to mean L2 norm √d [scale_mean, scale_norm]."""
+    norm_samples: int = 100_000
+    """Training rows the normalisation statistics come from."""
+    b_dec_init: Literal["zero", "mean", "geometric_median"] = "geometric_median"
+    """b_dec's start: zero, or the mean or geometric median of `init_samples` rows."""
+    init_samples: int = 16_384
+    """Normalised training rows b_dec's start is computed from."""
+    heldout: float = 0.1
+    """Fraction of the split's samples never trained on: every evaluation row is one of theirs."""
+    checkpoint_every: int = 200
+    """Steps between resume checkpoints (and on SIGTERM/SIGUSR1)."""
+    almost_dead: float = 1e-7
+    """A latent firing on fewer than this fraction of held-out rows is almost dead."""
+    dense: float = 1e-2
+    """A latent firing on more than this fraction of held-out rows is dense."""
+
+    def validate(self, path: str) -> None:
+        check_range(f"{path}.expansion", self.expansion, 1, 1024)
+        check_range(f"{path}.l1", self.l1, 0, 100)
+        check_range(f"{path}.lr", self.lr, 0, 10, low_open=True)
+        check_range(f"{path}.lr_warmup", self.lr_warmup, 0, 10**9)
+        check_range(f"{path}.l1_warmup", self.l1_warmup, 0, 10**9)
+        check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 24)
+        check_range(f"{path}.epochs", self.epochs, 1, 100_000)
+        check_range(f"{path}.norm_samples", self.norm_samples, 1, 10**9)
+        check_range(f"{path}.init_samples", self.init_samples, 1, 10**9)
+        check_range(f"{path}.heldout", self.heldout, 0, 0.9)
+        check_range(f"{path}.checkpoint_every", self.checkpoint_every, 1, 10**9)
+        check_range(f"{path}.almost_dead", self.almost_dead, 0, 1)
+        check_range(f"{path}.dense", self.dense, 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExternalConfig:
     """`external:` a model trained elsewhere, as the teacher stage's network (kdlab.training.
     external): its weights are imported, not trained, then extracted and analysed as any."""
@@ -371,6 +449,8 @@ class Params:
     extra: Mapping[str, Any]
     """Sections reserved for later stages (grid, slurm), unvalidated here."""
     external: ExternalConfig = dataclasses.field(default_factory=ExternalConfig)
+    shards: ShardsConfig = dataclasses.field(default_factory=ShardsConfig)
+    sae: SAETrainConfig = dataclasses.field(default_factory=SAETrainConfig)
 
     @property
     def one_model(self) -> bool:
@@ -418,7 +498,7 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
     if not isinstance(raw, Mapping):
         raise ConfigError(f"params.yaml must be a mapping of sections, got {type(raw).__name__}")
     known = ("seed", "device", "data", "teacher", "student", "kd", "extract", "analyze",
-             "external", *RESERVED_SECTIONS)  # fmt: skip
+             "external", "shards", "sae", *RESERVED_SECTIONS)  # fmt: skip
     unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
         raise ConfigError(f"{key_text(unknown[0])} is not a known section"
@@ -440,6 +520,8 @@ def params_from_dict(raw: Any, methods: Mapping[str, Any] | None = None) -> Para
         analyze=build_dataclass(AnalyzeConfig, raw.get("analyze"), "analyze"),
         extra=types.MappingProxyType({k: raw[k] for k in RESERVED_SECTIONS if k in raw}),
         external=build_dataclass(ExternalConfig, raw.get("external"), "external"),
+        shards=build_dataclass(ShardsConfig, raw.get("shards"), "shards"),
+        sae=build_dataclass(SAETrainConfig, raw.get("sae"), "sae"),
     )
 
 

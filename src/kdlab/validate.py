@@ -75,7 +75,22 @@ def check_params(params: Params) -> None:
     else:
         check_methods(params, pair)
         check_layers(params, teacher_layers, student_layers)
+    check_shards(params, teacher_layers, student_layers if pair.student is not None else None)
     check_case_studies(params)
+
+
+def check_shards(params: Params, teacher_layers: tuple, student_layers: tuple | None) -> None:
+    """shards.layers name layers of shards.model, which must be trained in this pipeline."""
+    role = params.shards.model
+    if role == "student" and student_layers is None:
+        raise ConfigError("shards.model student: student.arch none trains no student; use "
+                          "shards.model teacher (the one model)")  # fmt: skip
+    layers = teacher_layers if role == "teacher" else student_layers
+    arch = getattr(params, role).arch
+    for i, layer in enumerate(params.shards.layers):
+        if layer not in layers:
+            raise ConfigError(f"shards.layers[{i}] must be a layer of the {role} ({arch}): one "
+                              f"of {', '.join(layers)}; got {layer!r}")  # fmt: skip
 
 
 def check_single_layers(params: Params, layers: tuple) -> None:

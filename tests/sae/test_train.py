@@ -71,7 +71,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("stop_at", [3, 8, 10])  # before any checkpoint, just before one, epoch 2
 def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, stop_at):
     shards = sparse_shards(tmp_path / "acts")
-    whole = checkpoint_bytes(train_sae_from_shards(shards, CFG, seed=0))
+    whole = checkpoint_bytes(train_sae_from_shards(shards, CFG, seed=0, log_every=1))
     resume = tmp_path / "resume.pt"
 
     def die(step, _metrics):
@@ -81,7 +81,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, stop_at):
     with pytest.raises(Interrupt):
         train_sae_from_shards(shards, CFG, 0, resume, log_step=die, log_every=1)
     assert resume.exists() == (stop_at >= CFG.checkpoint_every)
-    again = train_sae_from_shards(shards, CFG, 0, resume)
+    again = train_sae_from_shards(shards, CFG, 0, resume, log_every=1)
     assert checkpoint_bytes(again) == whole
 
 

@@ -118,6 +118,33 @@ def write_metadata(out_dir: Path, **fields) -> dict:
     return meta
 
 
+LAYERS_FORMAT = "kdlab.shard-layers/1"
+
+
+def write_layer_list(root: Path, layers: list[str], model: dict) -> None:
+    """`root/layers.json`: the layers a shards stage wrote (each a ShardSet in `root/<layer>`)."""
+    listing = {"format": LAYERS_FORMAT, "layers": layers, "model": model}
+    listing[META_CHECKSUM] = json_sha256(listing)
+    (Path(root) / "layers.json").write_text(json.dumps(listing, indent=2) + "\n")
+
+
+def read_layer_list(root: Path) -> list[str]:
+    """The layers in `root` (verified listing); [] for the placeholder of `shards.layers: []`."""
+    path = Path(root) / "layers.json"
+    try:
+        listing = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: {root} is not a shards stage's output; "
+                        f"{REBUILD}") from None  # fmt: skip
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path} is corrupt (not JSON); {REBUILD}") from None
+    if not isinstance(listing, dict) or listing.get("format") != LAYERS_FORMAT or listing.get(
+            META_CHECKSUM) != json_sha256({k: v for k, v in listing.items()
+                                           if k != META_CHECKSUM}):  # fmt: skip
+        raise DataError(f"{path} is not a valid shard listing (corrupt); {REBUILD}")
+    return list(listing["layers"])
+
+
 @dataclass(frozen=True)
 class _Shard:
     acts: np.memmap
@@ -195,6 +222,12 @@ class ShardSet:
         """(rows, 2) int64: sample index and token of every row (read into memory: 16 B/row)."""
         return np.concatenate([np.asarray(s.index) for s in self._shards]) if self._shards \
             else np.zeros((0, 2), dtype=np.int64)  # fmt: skip
+
+    def sample_of_row(self) -> np.ndarray:
+        """(rows,) int64: the sample index of every row (8 B a row in memory)."""
+        if not self._shards:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.asarray(s.index[:, 0]) for s in self._shards])
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """float32 (len(rows), d): the given global rows, in the order given."""

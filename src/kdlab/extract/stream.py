@@ -9,7 +9,7 @@ batch is held in memory.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +69,11 @@ def tokens_of(output: torch.Tensor, mask: torch.Tensor | None):
 @torch.inference_mode()
 def write_shards(model: FeatureModel, split: Split, split_name: str, mean: list[float],
                  std: list[float], layers: list[str], out_dir: Path, *, shard_rows: int,
-                 dtype: str, batch_size: int, model_info: dict,
-                 seed: int) -> dict[str, dict]:  # fmt: skip
+                 dtype: str, batch_size: int, model_info: dict, seed: int,
+                 finish: Callable[[Path], None] | None = None) -> dict[str, dict]:  # fmt: skip
     """Every sample of `split` through `model`; `out_dir/<layer>/` a ShardSet per layer,
-    written beside `out_dir` and renamed into place. Returns each layer's metadata."""
+    written beside `out_dir` and renamed into place (after `finish(tmp_dir)`, if given, adds
+    its files). Returns each layer's metadata."""
     model.eval()
     loader = BatchLoader(split, batch_size, mean, std, train=False)
     written = {}
@@ -101,4 +102,6 @@ def write_shards(model: FeatureModel, split: Split, split_name: str, mean: list[
                 tokens_per_sample=counts[0] if len(counts) == 1 else "variable",
                 model=model_info, seed=seed, shards=shards,
             )  # fmt: skip
+        if finish is not None:
+            finish(tmp_dir)
     return written

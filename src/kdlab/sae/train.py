@@ -1,6 +1,7 @@
 """An SAE trained streaming from activation shards: seeded order, exact resume, held-out rows.
 
-The recipe follows saev (samuelstevens/saev; its defaults are quoted in `SAETrainConfig`):
+The recipe follows saev (samuelstevens/saev; its defaults are quoted in kdlab.config's
+`SAETrainConfig`, the `sae:` section):
 - **Held-out rows**: a seeded draw of whole *samples* (`heldout` of them) is never trained on, so
   every token of a held-out image is unseen; metrics are computed on those rows.
 - **Normalisation**: the mean of `norm_samples` training rows is subtracted and the rows are
@@ -13,11 +14,12 @@ The recipe follows saev (samuelstevens/saev; its defaults are quoted in `SAETrai
 - Loss = mean over elements of (x̂ − x)² + λ · mean over rows of ‖f‖₁ (saev's vanilla objective).
 
 **Data order** is a permutation of the training rows drawn from (seed, epoch) with numpy's
-default_rng; each batch is gathered from the memmaps in that order. Only that permutation (8 bytes
-a row) and one batch are in memory, never the activations. **Resume**: every `checkpoint_every`
-steps, and on SIGTERM/SIGUSR1, the SAE, Adam's state, the step and the firing record are written
-atomically; a rerun recomputes the permutation and continues at the next step, so the final SAE
-file equals an uninterrupted run's, byte for byte (CPU).
+default_rng; each batch is gathered from the memmaps in that order. Only that permutation, the
+row index (24 bytes a row in all) and one batch are in memory, never the activations.
+**Resume**: every `checkpoint_every` steps, and on SIGTERM/SIGUSR1, the SAE, Adam's state, the
+step, the firing record and the curves so far are written atomically; a rerun recomputes the
+permutation and continues at the next step, so the final SAE file equals an uninterrupted run's,
+byte for byte (CPU).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from kdlab.analysis.sae import SparseAutoencoder
+from kdlab.config import SAETrainConfig
 from kdlab.errors import CheckpointError
 from kdlab.extract.shards import ShardSet
 from kdlab.progress import bar
@@ -45,41 +47,17 @@ SAE_FORMAT = "kdlab.sae/1"
 RESUME_FORMAT = "kdlab.sae-resume/1"
 
 
-@dataclasses.dataclass(frozen=True)
-class SAETrainConfig:
-    expansion: int = 16
-    """Latents = expansion × d (saev: exp_factor 16)."""
-    l1: float = 4e-4
-    """λ, the sparsity weight (saev: sparsity_coeff 4e-4)."""
-    lr: float = 4e-4
-    """Adam's peak learning rate (saev: 4e-4)."""
-    lr_warmup: int = 500
-    """Steps of linear learning-rate warm-up (saev: 500)."""
-    l1_warmup: int = 0
-    """Steps of linear λ warm-up (saev: 0)."""
-    batch_size: int = 1024
-    """Rows per step (saev: 16384 on a GPU)."""
-    epochs: int = 1
-    """Passes over the training rows."""
-    normalize: bool = True
-    """Subtract the mean and scale to mean L2 norm √d (saev: scale_mean, scale_norm)."""
-    norm_samples: int = 100_000
-    """Training rows the normalisation statistics come from."""
-    b_dec_init: Literal["zero", "mean", "geometric_median"] = "geometric_median"
-    init_samples: int = 16_384
-    """Normalised training rows b_dec's initial value comes from."""
-    heldout: float = 0.1
-    """Fraction of samples whose rows are never trained on (the evaluation rows)."""
-    checkpoint_every: int = 200
-    """Steps between resume checkpoints."""
-
-
 def split_rows(sample_of_row: np.ndarray, heldout: float, seed: int):
-    """(training rows, held-out rows), sorted: a seeded draw of whole samples is held out."""
-    samples = np.unique(sample_of_row)
+    """(training rows, held-out rows), sorted: a seeded draw of whole samples is held out.
+    Memory: a byte a row beside the two outputs (no sort of the rows)."""
+    if len(sample_of_row) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    samples = np.flatnonzero(np.bincount(sample_of_row))  # those that have rows, ascending
     n_out = min(len(samples) - 1, round(heldout * len(samples))) if heldout > 0 else 0
     out = np.random.default_rng([seed, 1]).choice(samples, size=n_out, replace=False)
-    held = np.isin(sample_of_row, out)
+    is_out = np.zeros(len(samples) and samples[-1] + 1, dtype=bool)
+    is_out[out] = True
+    held = is_out[sample_of_row]
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
@@ -116,13 +94,23 @@ class Normalizer:
         return (x - self.mean) * self.scale
 
     @classmethod
-    def fit(cls, rows: np.ndarray, normalize: bool, d: int) -> Normalizer:
-        x = torch.from_numpy(rows).double()
+    def fit(cls, shards: ShardSet, rows: np.ndarray, normalize: bool,
+            block_rows: int = 8192) -> Normalizer:  # fmt: skip
+        """The mean of `rows` and the scale that gives them mean L2 norm √d, in float64, read
+        `block_rows` at a time (two passes; memory does not grow with `norm_samples`)."""
+        d = shards.d
         if not normalize:
             return cls(torch.zeros(d), 1.0)
-        mean = x.mean(dim=0)
-        norm = (x - mean).norm(dim=1).mean().item()
-        return cls(mean.float(), math.sqrt(d) / max(norm, 1e-12))
+        blocks = range(0, len(rows), block_rows)
+        total = torch.zeros(d, dtype=torch.float64)
+        for start in blocks:
+            total += torch.from_numpy(shards.take(rows[start : start + block_rows])).double().sum(0)
+        mean = total / len(rows)
+        norms = 0.0
+        for start in blocks:
+            x = torch.from_numpy(shards.take(rows[start : start + block_rows])).double()
+            norms += (x - mean).norm(dim=1).sum().item()
+        return cls(mean.float(), math.sqrt(d) / max(norms / len(rows), 1e-12))
 
 
 def schedule(step: int, peak: float, warmup: int) -> float:
@@ -140,15 +128,17 @@ def train_sae_from_shards(
     resume_path: Path | None = None,
     log_step: Callable[[int, dict], None] | None = None,
     log_every: int = 25,
+    device: torch.device | None = None,
 ) -> dict:
-    """Train one SAE on `shards`' training rows; the SAE payload (see save_sae)."""
+    """Train one SAE on `shards`' training rows (on `device`, CPU by default); the SAE payload
+    (see save_sae), its tensors on the CPU."""
+    device = device or torch.device("cpu")
     torch.manual_seed(seed)
-    train_rows, heldout_rows = split_rows(shards.index()[:, 0], cfg.heldout, seed)
+    train_rows, heldout_rows = split_rows(shards.sample_of_row(), cfg.heldout, seed)
     if len(train_rows) == 0:
         raise ValueError("no training rows (every sample is held out)")
     d = shards.d
-    norm = Normalizer.fit(shards.take(draw_rows(train_rows, cfg.norm_samples, seed, 2)),
-                          cfg.normalize, d)  # fmt: skip
+    norm = Normalizer.fit(shards, draw_rows(train_rows, cfg.norm_samples, seed, 2), cfg.normalize)
     gen = torch.Generator().manual_seed(seed)
     sae = SparseAutoencoder(d, cfg.expansion * d, gen)
     init = norm(torch.from_numpy(shards.take(draw_rows(train_rows, cfg.init_samples, seed, 3))))
@@ -157,19 +147,21 @@ def train_sae_from_shards(
             sae.b_dec.copy_(init.double().mean(dim=0))
         elif cfg.b_dec_init == "geometric_median":
             sae.b_dec.copy_(geometric_median(init))
+    sae = sae.to(device)
+    norm = Normalizer(norm.mean.to(device), norm.scale)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    fired = torch.zeros(sae.b_enc.shape, dtype=torch.bool)
+    fired = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=device)
     per_epoch = _steps_per_epoch(len(train_rows), cfg.batch_size)
     total = per_epoch * cfg.epochs
-    step = 0
+    step, history = 0, []
     if resume_path is not None and resume_path.exists():
         state = load_checkpoint(resume_path, RESUME_FORMAT)
-        if state["fingerprint"] != _fingerprint(shards, cfg, seed):
+        if state["fingerprint"] != _fingerprint(shards, cfg, seed, log_every):
             raise CheckpointError(f"{resume_path} belongs to another SAE run; remove it to start "
                                   "afresh")  # fmt: skip
         sae.load_state_dict(state["sae"])
         optimizer.load_state_dict(state["optimizer"])
-        fired, step = state["fired"], state["step"]
+        fired, step, history = state["fired"].to(device), state["step"], list(state["history"])
         log.info("resuming SAE training at step %d of %d", step, total)
     sae.train()
     first = step
@@ -178,11 +170,8 @@ def train_sae_from_shards(
             epoch, within = divmod(step, per_epoch)
             if within == 0 or step == first:
                 order = np.random.default_rng([seed, 4, epoch]).permutation(train_rows)
-            batch = norm(
-                torch.from_numpy(
-                    shards.take(order[within * cfg.batch_size : (within + 1) * cfg.batch_size])
-                )
-            )
+            rows = order[within * cfg.batch_size : (within + 1) * cfg.batch_size]
+            batch = norm(torch.from_numpy(shards.take(rows)).to(device))
             l1 = schedule(step, cfg.l1, cfg.l1_warmup)
             for group in optimizer.param_groups:
                 group["lr"] = schedule(step, cfg.lr, cfg.lr_warmup)
@@ -196,31 +185,36 @@ def train_sae_from_shards(
             optimizer.step()
             sae.normalize_decoder()
             fired |= (f > 0).any(dim=0)
-            if log_step is not None and (step + 1) % log_every == 0:
-                log_step(step + 1, {"loss": loss.item(), "mse": mse.item(), "l1": sparsity.item(),
-                                    "l0": (f > 0).float().sum(dim=1).mean().item(),
-                                    "dead_so_far": 1.0 - fired.float().mean().item()})  # fmt: skip
+            if (step + 1) % log_every == 0 or step + 1 == total:
+                values = {"loss": loss.item(), "mse": mse.item(), "l1": sparsity.item(),
+                          "l0": (f > 0).float().sum(dim=1).mean().item(),
+                          "dead_so_far": 1.0 - fired.float().mean().item()}  # fmt: skip
+                history.append([step + 1, values])
+                if log_step is not None:
+                    log_step(step + 1, values)
             done = step + 1
             if resume_path is not None and (done % cfg.checkpoint_every == 0 or done == total
                                             or stop._requested):  # fmt: skip
                 state = {"format": RESUME_FORMAT, "step": done, "sae": sae.state_dict(),
-                         "optimizer": optimizer.state_dict(), "fired": fired,
-                         "fingerprint": _fingerprint(shards, cfg, seed)}  # fmt: skip
+                         "optimizer": optimizer.state_dict(), "fired": fired.cpu(),
+                         "history": history,
+                         "fingerprint": _fingerprint(shards, cfg, seed, log_every)}  # fmt: skip
                 save_checkpoint(state, resume_path)
             stop.check()
-    sae.eval()
+    sae = sae.eval().cpu()
     return {
         "format": SAE_FORMAT, "config": dataclasses.asdict(cfg), "seed": seed,
         "layer": shards.meta["layer"], "d_in": d, "d_latent": cfg.expansion * d,
         "shards_sha256": shards.meta["metadata_sha256"], "steps": total,
         "train_rows": len(train_rows), "heldout_rows": len(heldout_rows),
-        "norm_mean": norm.mean, "norm_scale": norm.scale, "state_dict": sae.state_dict(),
+        "norm_mean": norm.mean.cpu(), "norm_scale": norm.scale, "state_dict": sae.state_dict(),
+        "history": history,
     }  # fmt: skip
 
 
-def _fingerprint(shards: ShardSet, cfg: SAETrainConfig, seed: int) -> dict:
+def _fingerprint(shards: ShardSet, cfg: SAETrainConfig, seed: int, log_every: int) -> dict:
     return {"shards": shards.meta["metadata_sha256"], "config": dataclasses.asdict(cfg),
-            "seed": seed}  # fmt: skip
+            "seed": seed, "log_every": log_every}  # fmt: skip
 
 
 def save_sae(payload: dict, path: Path) -> None:
@@ -237,18 +231,20 @@ def load_sae(path: Path) -> tuple[SparseAutoencoder, Normalizer, dict]:
 
 @torch.no_grad()
 def evaluate_sae(sae: SparseAutoencoder, norm: Normalizer, shards: ShardSet, rows: np.ndarray,
-                 block_rows: int = 4096, almost_dead: float = 1e-7,
-                 dense: float = 1e-2) -> dict[str, float]:  # fmt: skip
+                 block_rows: int = 4096, almost_dead: float = 1e-7, dense: float = 1e-2,
+                 device: torch.device | None = None) -> dict[str, float]:  # fmt: skip
     """Held-out metrics over `rows` (streamed): MSE, normalised MSE, fraction of variance
     explained, mean L0 and the dead / almost-dead / dense latent fractions by firing frequency."""
+    device = device or torch.device("cpu")
+    sae = sae.to(device)
+    norm = Normalizer(norm.mean.to(device), norm.scale)
     n, d = len(rows), shards.d
-    sum_x = torch.zeros(d, dtype=torch.float64)
-    sum_x2 = torch.zeros((), dtype=torch.float64)
-    sse = torch.zeros((), dtype=torch.float64)
-    l0 = torch.zeros((), dtype=torch.float64)
-    fires = torch.zeros(sae.b_enc.shape, dtype=torch.float64)
+    zeros = dict(dtype=torch.float64, device=device)
+    sum_x = torch.zeros(d, **zeros)
+    sum_x2, sse, l0 = torch.zeros((), **zeros), torch.zeros((), **zeros), torch.zeros((), **zeros)
+    fires = torch.zeros(sae.b_enc.shape, **zeros)
     for start in range(0, n, block_rows):
-        x = norm(torch.from_numpy(shards.take(rows[start : start + block_rows])))
+        x = norm(torch.from_numpy(shards.take(rows[start : start + block_rows])).to(device))
         recon, f = sae(x)
         x64 = x.double()
         sum_x += x64.sum(dim=0)
