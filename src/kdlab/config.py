@@ -394,6 +394,8 @@ class SAETrainConfig:
     """A latent firing on fewer than this fraction of held-out rows is almost dead."""
     dense: float = 1e-2
     """A latent firing on more than this fraction of held-out rows is dense."""
+    top_k: int = 16
+    """Samples listed per latent in its top-k table (each at most once, by its max token)."""
 
     def validate(self, path: str) -> None:
         check_range(f"{path}.expansion", self.expansion, 1, 1024)
@@ -409,6 +411,7 @@ class SAETrainConfig:
         check_range(f"{path}.checkpoint_every", self.checkpoint_every, 1, 10**9)
         check_range(f"{path}.almost_dead", self.almost_dead, 0, 1)
         check_range(f"{path}.dense", self.dense, 0, 1)
+        check_range(f"{path}.top_k", self.top_k, 1, 100_000)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,6 +60,11 @@ def test_saes_from_every_sample_of_the_training_split(repo):
         *_, payload = load_sae(repo / f"models/sae/{layer}.pt")
         assert payload["d_latent"] == 4 * shards.d and payload["shards_sha256"] == \
             shards.meta["metadata_sha256"]  # fmt: skip
+        table = (repo / f"models/sae/{layer}.topk.csv").read_text().splitlines()
+        assert table[0] == "latent,rank,sample,token,value" and len(table) > 1
+        pairs = [tuple(line.split(",")[::2][:2]) for line in table[1:]]  # (latent, sample)
+        assert len(pairs) == len(set(pairs))  # no sample twice for a latent
+        assert max(int(line.split(",")[1]) for line in table[1:]) == 15  # sae.top_k: 16
     curve = repo / "metrics/sae/curves/embedding/plots/metrics/train/loss.tsv"
     assert curve.read_text().splitlines()[0] == "step\tloss"
     rows = json.loads(dvc(repo, "exp", "show", "--json"))

@@ -3,6 +3,8 @@
 Outputs, each complete or absent:
     models/sae/<layer>.pt          the SAE: weights, normalisation, its config and the sha256 of
                                    the shards it was trained on (kdlab.sae.train; verified on load)
+    models/sae/<layer>.topk.csv    each latent's top `sae.top_k` samples of the whole split
+                                   (latent, rank, sample, token, value; kdlab.sae.topk)
     metrics/sae/metrics.json       held-out metrics per layer: `dvc exp show` lists them
     metrics/sae/curves/<layer>/    DVCLive per-step curves (loss, MSE, L1, L0, dead so far)
 Resume checkpoints live in `--resume/<layer>.pt` (not DVC outputs, so DVC never deletes them): a
@@ -50,6 +52,7 @@ def write_curves(curves_dir: Path, histories: dict[str, list]) -> None:
 def body(run: StageRun) -> None:
     from kdlab.extract.shards import ShardSet, read_layer_list
     from kdlab.fsutil import atomic_directory, write_bytes_atomic
+    from kdlab.sae.topk import top_k_examples, write_table
     from kdlab.sae.train import evaluate_sae, load_sae, save_sae, split_rows, train_sae_from_shards
 
     args, params = run.args, run.params
@@ -74,6 +77,7 @@ def body(run: StageRun) -> None:
                                                       dense=cfg.dense,
                                                       device=run.device)}  # fmt: skip
             histories[layer] = payload["history"]
+            write_table(top_k_examples(sae, norm, shards, cfg.top_k), tmp / f"{layer}.topk.csv")
             log.info("%s held out: FVE %.4f, L0 %.1f, dead %.3f", layer,
                      metrics[layer]["heldout"]["fve"], metrics[layer]["heldout"]["l0"],
                      metrics[layer]["heldout"]["dead"])  # fmt: skip
