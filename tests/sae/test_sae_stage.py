@@ -65,7 +65,7 @@ def test_saes_from_every_sample_of_the_training_split(repo):
         pairs = [tuple(line.split(",")[::2][:2]) for line in table[1:]]  # (latent, sample)
         assert len(pairs) == len(set(pairs))  # no sample twice for a latent
         assert max(int(line.split(",")[1]) for line in table[1:]) == 15  # sae.top_k: 16
-    curve = repo / "metrics/sae/curves/embedding/plots/metrics/train/loss.tsv"
+    curve = repo / "models/sae/curves/embedding/plots/metrics/train/loss.tsv"
     assert curve.read_text().splitlines()[0] == "step\tloss"
     rows = json.loads(dvc(repo, "exp", "show", "--json"))
     shown = json.dumps(rows)
@@ -89,7 +89,7 @@ def test_a_killed_train_sae_resumes_to_the_same_bytes(repo, tmp_path):
     def command(out):
         return [sys.executable, "-m", "kdlab.stages.train_sae", "--shards", "data/shards",
                 "--out", str(out / "sae"), "--metrics", str(out / "metrics.json"),
-                "--curves", str(out / "curves"), "--resume", str(out / "resume")]  # fmt: skip
+                "--resume", str(out / "resume")]  # fmt: skip
 
     env = {**tool_env(), "PYTHONPATH": "src"}
     whole = tmp_path / "whole"

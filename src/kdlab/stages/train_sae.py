@@ -6,7 +6,9 @@ Outputs, each complete or absent:
     models/sae/<layer>.topk.csv    each latent's top `sae.top_k` samples of the whole split
                                    (latent, rank, sample, token, value; kdlab.sae.topk)
     metrics/sae/metrics.json       held-out metrics per layer: `dvc exp show` lists them
-    metrics/sae/curves/<layer>/    DVCLive per-step curves (loss, MSE, L1, L0, dead so far)
+    models/sae/curves/<layer>/     DVCLive per-step curves (loss, MSE, L1, L0, dead so far), in
+                                   the cached output (an empty directory when there is no SAE,
+                                   which git could not carry as a plots output)
 Resume checkpoints live in `--resume/<layer>.pt` (not DVC outputs, so DVC never deletes them): a
 killed run continues where its last checkpoint was and ends with the same bytes.
 """
@@ -29,24 +31,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=Path, required=True, help="the shards stage's output")
     parser.add_argument("--out", type=Path, required=True, help="SAE directory to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics/sae/metrics.json")
-    parser.add_argument("--curves", type=Path, required=True, help="metrics/sae/curves")
     parser.add_argument("--resume", type=Path, required=True, help="resume checkpoint directory")
 
 
-def write_curves(curves_dir: Path, histories: dict[str, list]) -> None:
-    """Each layer's per-step metrics through DVCLive, into a directory renamed into place."""
+def write_curves(curves_dir: Path, layer: str, history: list) -> None:
+    """One layer's per-step metrics through DVCLive, into `curves_dir/<layer>/`."""
     from dvclive import Live
 
-    from kdlab.fsutil import atomic_directory
-
-    with atomic_directory(curves_dir) as tmp:
-        for layer, history in histories.items():
-            live = Live(dir=str(tmp / layer), save_dvc_exp=False, dvcyaml=None, report=None)
-            for step, metrics in history:
-                live.step = step
-                for name, value in metrics.items():
-                    live.log_metric(f"train/{name}", value)
-            live.end()
+    live = Live(dir=str(curves_dir / layer), save_dvc_exp=False, dvcyaml=None, report=None)
+    for step, metrics in history:
+        live.step = step
+        for name, value in metrics.items():
+            live.log_metric(f"train/{name}", value)
+    live.end()
 
 
 def body(run: StageRun) -> None:
@@ -60,7 +57,7 @@ def body(run: StageRun) -> None:
     layers = read_layer_list(args.shards)
     if not layers:
         log.info("no activation shards (shards.layers is empty): no SAE to train")
-    metrics, histories = {}, {}
+    metrics = {}
     with atomic_directory(args.out) as tmp:
         for layer in layers:
             shards = ShardSet(args.shards / layer)
@@ -76,12 +73,11 @@ def body(run: StageRun) -> None:
                                                       almost_dead=cfg.almost_dead,
                                                       dense=cfg.dense,
                                                       device=run.device)}  # fmt: skip
-            histories[layer] = payload["history"]
+            write_curves(tmp / "curves", layer, payload["history"])
             write_table(top_k_examples(sae, norm, shards, cfg.top_k), tmp / f"{layer}.topk.csv")
             log.info("%s held out: FVE %.4f, L0 %.1f, dead %.3f", layer,
                      metrics[layer]["heldout"]["fve"], metrics[layer]["heldout"]["l0"],
                      metrics[layer]["heldout"]["dead"])  # fmt: skip
-    write_curves(args.curves, histories)
     write_bytes_atomic(args.metrics, (json.dumps(metrics, indent=2) + "\n").encode())
     for layer in layers:
         (args.resume / f"{layer}.pt").unlink(missing_ok=True)
