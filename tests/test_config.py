@@ -154,3 +154,12 @@ def test_times_are_read_as_dvc_writes_them():
 
     assert load_yaml("time: 20:00\nn: 12\nx: 0.5\nh: 0x10\n") == {
         "time": "20:00", "n": 12, "x": 0.5, "h": 16}  # fmt: skip
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """1e-07 is how JSON and Python write 1e-7 (a YAML 1.2 float); YAML 1.1 would read a string,
+    and a params file written by a script would be refused (`sae.almost_dead` was)."""
+    from kdlab.schema import load_yaml
+
+    assert load_yaml("a: 1e-07\nb: 2E+3\nc: -4e5\nd: 1e5x") == {"a": 1e-07, "b": 2000.0,
+                                                                "c": -4e5, "d": "1e5x"}  # fmt: skip

@@ -36,11 +36,13 @@ def _without_base60(loader: type[yaml.SafeLoader]) -> None:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }  # fmt: skip
     loader.yaml_implicit_resolvers = kept
-    # PyYAML's own int and float patterns, minus their base-60 alternatives.
+    # PyYAML's own int and float patterns, minus their base-60 alternatives, plus YAML 1.2's
+    # floats without a dot (1e-07: what JSON and Python write), which YAML 1.1 reads as strings.
     int_rx = re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)
                             |[-+]?0x[0-9a-fA-F_]+)$""", re.X)  # fmt: skip
     float_rx = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
                               |\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)
+                              |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
                               |\.(?:nan|NaN|NAN))$""", re.X)  # fmt: skip
     loader.add_implicit_resolver("tag:yaml.org,2002:int", int_rx, list("-+0123456789"))
     loader.add_implicit_resolver("tag:yaml.org,2002:float", float_rx, list("-+0123456789."))
