@@ -128,21 +128,26 @@ def write_layer_list(root: Path, layers: list[str], model: dict) -> None:
     (Path(root) / "layers.json").write_text(json.dumps(listing, indent=2) + "\n")
 
 
+def _read_verified_json(path: Path, fmt: str, what: str) -> dict:
+    """A JSON file of format `fmt` that matches the checksum it carries of its own content."""
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path} is corrupt (not JSON); {REBUILD}") from None
+    if not isinstance(content, dict) or content.get("format") != fmt:
+        raise DataError(f"{path} is not {what} ({fmt}); {REBUILD}")
+    if content.get(META_CHECKSUM) != json_sha256({k: v for k, v in content.items()
+                                                  if k != META_CHECKSUM}):  # fmt: skip
+        raise DataError(f"{path} does not match its checksum (corrupt); {REBUILD}")
+    return content
+
+
 def read_layer_list(root: Path) -> list[str]:
     """The layers in `root` (verified listing); [] for the placeholder of `shards.layers: []`."""
     path = Path(root) / "layers.json"
-    try:
-        listing = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing: {root} is not a shards stage's output; "
-                        f"{REBUILD}") from None  # fmt: skip
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(f"{path} is corrupt (not JSON); {REBUILD}") from None
-    if not isinstance(listing, dict) or listing.get("format") != LAYERS_FORMAT or listing.get(
-            META_CHECKSUM) != json_sha256({k: v for k, v in listing.items()
-                                           if k != META_CHECKSUM}):  # fmt: skip
-        raise DataError(f"{path} is not a valid shard listing (corrupt); {REBUILD}")
-    return list(listing["layers"])
+    if not path.exists():
+        raise DataError(f"{path} is missing: {root} is not a shards stage's output; {REBUILD}")
+    return list(_read_verified_json(path, LAYERS_FORMAT, "a kdlab shard listing")["layers"])
 
 
 @dataclass(frozen=True)
@@ -160,15 +165,7 @@ class ShardSet:
         meta_path = self.dir / "metadata.json"
         if not meta_path.exists():
             raise DataError(f"{self.dir} holds no activation shards (no metadata.json); {REBUILD}")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{meta_path} is corrupt (not JSON); {REBUILD}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise DataError(f"{meta_path} is not kdlab activation shards ({FORMAT}); {REBUILD}")
-        if meta.get(META_CHECKSUM) != json_sha256({k: v for k, v in meta.items()
-                                                   if k != META_CHECKSUM}):  # fmt: skip
-            raise DataError(f"{meta_path} does not match its checksum (corrupt); {REBUILD}")
+        meta = _read_verified_json(meta_path, FORMAT, "kdlab activation shards")
         self.meta = meta
         self.d = int(meta["d"])
         self.dtype = np.dtype("<f4" if meta["dtype"] == "float32" else "<f2")
